@@ -1,0 +1,63 @@
+/* Small helpers shared by both daemons: scope-bound cleanup, time, files. */
+#ifndef INK_UTIL_H
+#define INK_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "err.h"
+
+/* Free on every path out of a scope, as crun does. */
+#define cleanup_free __attribute__((cleanup(ink_freep)))
+#define cleanup_close __attribute__((cleanup(ink_closep)))
+#define cleanup_fclose __attribute__((cleanup(ink_fclosep)))
+
+void ink_freep(void *p);
+void ink_closep(int *fd);
+void ink_fclosep(FILE **f);
+
+#define INK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Transfers ownership out of a cleanup variable. */
+#define INK_STEAL(p)                                                                               \
+    ({                                                                                             \
+        __typeof__(p) _tmp = (p);                                                                  \
+        (p) = NULL;                                                                                \
+        _tmp;                                                                                      \
+    })
+
+int64_t ink_now_ms(void);       /* CLOCK_REALTIME, milliseconds since the epoch */
+int64_t ink_mono_ms(void);      /* CLOCK_MONOTONIC, milliseconds */
+int64_t ink_mono_ns(void);      /* CLOCK_MONOTONIC, nanoseconds */
+
+void *ink_xmalloc(size_t n);    /* aborts on OOM: callers cannot recover from it */
+void *ink_xcalloc(size_t n, size_t sz);
+char *ink_xstrdup(const char *s);
+char *ink_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reads a whole file (at most max bytes) into a NUL-terminated buffer. */
+int ink_read_file(const char *path, size_t max, char **out, size_t *len, ink_err *err);
+
+/* Writes data to path atomically (temp file, fsync, rename, fsync dir). */
+int ink_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
+                          ink_err *err);
+
+/* mkdir -p with the given mode for the directories it creates. */
+int ink_mkdir_p(const char *path, unsigned mode, ink_err *err);
+
+/* Fills buf with random bytes from getrandom(2). */
+int ink_random_bytes(void *buf, size_t len, ink_err *err);
+
+/* A random id as lowercase hex of nbytes random bytes (out >= 2*nbytes+1). */
+int ink_random_hex(char *out, size_t nbytes, ink_err *err);
+
+/* Names of nodes, apps and projects: [a-z0-9][a-z0-9-]{0,62}. */
+bool ink_valid_name(const char *s);
+
+/* Splits "host:port" ("[v6]:port" too). host gets at most hostlen-1 bytes. */
+int ink_split_hostport(const char *addr, char *host, size_t hostlen, int *port, ink_err *err);
+
+#endif

@@ -1,0 +1,102 @@
+/* ink-coordinator: MCP and NodeService front, state and placement.
+ *
+ *   ink-coordinator [--config FILE] [--option=value ...] [serve]
+ *   ink-coordinator nodes [--json]
+ *   ink-coordinator pki init [--san NAME|IP ...]
+ *   ink-coordinator pki issue NODE [--san NAME|IP ...] [--days N] [--out DIR]
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "coordinator.h"
+#include "daemon.h"
+#include "ink_version.h"
+#include "log.h"
+#include "util.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ink-coordinator [--config FILE] [--OPTION=VALUE ...] [COMMAND]\n"
+            "\n"
+            "commands:\n"
+            "  serve                      run the coordinator (default)\n"
+            "  nodes [--json]             list nodes and their liveness\n"
+            "  pki init [--san S ...]     create the cluster CA and the coordinator certificate\n"
+            "  pki issue NODE [--san S ...] [--days N] [--out DIR]\n"
+            "                             issue a node certificate signed by the CA\n"
+            "  version                    print the version\n"
+            "\n"
+            "options (config file %s, or flags):\n",
+            INK_COORDINATOR_DEFAULT_CONFIG);
+    ink_config_print_reference(ink_coordinator_options, out);
+}
+
+static int serve(ink_coordinator_config *cfg)
+{
+    ink_err err = {0};
+    if (cfg->insecure_dev)
+        LOG_WARN("--insecure-dev: NodeService runs WITHOUT TLS and trusts any caller");
+    ink_block_signals();
+    ink_rpc_init();
+    ink_coordinator c;
+    if (ink_coordinator_start(&c, cfg, &err) < 0) {
+        LOG_ERROR("cannot start", "error", err.msg);
+        ink_rpc_shutdown();
+        return 1;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", ink_rpc_server_port(c.rpc));
+    LOG_INFO("coordinator started", "version", INK_VERSION, "listen", cfg->listen, "port", port,
+             "database", cfg->database, "coordinator_id", ink_store_coordinator_id(c.store),
+             "tls", cfg->insecure_dev ? "off" : "mutual");
+    int sig = ink_wait_for_shutdown();
+    LOG_INFO("shutting down", "signal", strsignal(sig));
+    ink_coordinator_stop(&c);
+    ink_rpc_shutdown();
+    LOG_INFO("stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "version") == 0) {
+            printf("ink-coordinator %s\n", INK_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
+    ink_coordinator_config cfg = {0};
+    ink_err err = {0};
+    int idx = 1;
+    if (ink_load_config(ink_coordinator_options, &cfg, INK_COORDINATOR_DEFAULT_CONFIG, argc, argv,
+                        &idx, &err) < 0) {
+        fprintf(stderr, "ink-coordinator: %s\n", err.msg);
+        ink_config_free(ink_coordinator_options, &cfg);
+        return 2;
+    }
+    if (ink_setup_logging("coordinator", cfg.log_level, cfg.log_format, &err) < 0) {
+        fprintf(stderr, "ink-coordinator: %s\n", err.msg);
+        ink_config_free(ink_coordinator_options, &cfg);
+        return 2;
+    }
+    const char *cmd = idx < argc ? argv[idx] : "serve";
+    int rc;
+    if (strcmp(cmd, "serve") == 0) {
+        rc = serve(&cfg);
+    } else if (strcmp(cmd, "nodes") == 0) {
+        rc = ink_cmd_nodes(&cfg, argc - idx - 1, argv + idx + 1);
+    } else if (strcmp(cmd, "pki") == 0) {
+        rc = ink_cmd_pki(&cfg, argc - idx - 1, argv + idx + 1);
+    } else {
+        fprintf(stderr, "ink-coordinator: unknown command '%s'\n\n", cmd);
+        usage(stderr);
+        rc = 2;
+    }
+    ink_config_free(ink_coordinator_options, &cfg);
+    return rc;
+}

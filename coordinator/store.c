@@ -1,0 +1,674 @@
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct ink_store {
+    sqlite3 *db;
+    pthread_mutex_t mu; /* one connection, many RPC threads */
+    char coordinator_id[33];
+    uint64_t revision;  /* cache of meta.revision */
+};
+
+/* Schema migrations, applied in order; PRAGMA user_version records how many
+ * ran. Never edit a shipped step: append a new one. */
+static const char *migrations[] = {
+    /* 1: nodes and desired assignments */
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE nodes ("
+    "  id TEXT PRIMARY KEY, hostname TEXT NOT NULL, addresses TEXT NOT NULL,"
+    "  agent_endpoint TEXT NOT NULL, cpus INTEGER NOT NULL, memory_bytes INTEGER NOT NULL,"
+    "  disk_bytes INTEGER NOT NULL, runsc_version TEXT NOT NULL, kernel TEXT NOT NULL,"
+    "  features TEXT NOT NULL, agent_version TEXT NOT NULL, instance_id TEXT NOT NULL,"
+    "  registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+    "  registrations INTEGER NOT NULL DEFAULT 1, applied_revision INTEGER NOT NULL DEFAULT 0,"
+    "  load1 REAL NOT NULL DEFAULT 0, memory_used INTEGER NOT NULL DEFAULT 0,"
+    "  memory_available INTEGER NOT NULL DEFAULT 0, disk_free INTEGER NOT NULL DEFAULT 0,"
+    "  workloads INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE assignments ("
+    "  node_id TEXT NOT NULL, workload_id TEXT NOT NULL, revision INTEGER NOT NULL,"
+    "  spec BLOB NOT NULL, PRIMARY KEY (node_id, workload_id));"
+    "CREATE TABLE assignment_log ("
+    "  revision INTEGER PRIMARY KEY, node_id TEXT NOT NULL, workload_id TEXT NOT NULL,"
+    "  op INTEGER NOT NULL, spec BLOB);"
+    "CREATE INDEX assignment_log_node ON assignment_log (node_id, revision);"
+    "CREATE TABLE workload_status ("
+    "  node_id TEXT NOT NULL, workload_id TEXT NOT NULL, generation INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL, reason TEXT NOT NULL, restarts INTEGER NOT NULL,"
+    "  address TEXT NOT NULL, published_port INTEGER NOT NULL, since_ms INTEGER NOT NULL,"
+    "  image_digest TEXT NOT NULL, PRIMARY KEY (node_id, workload_id));"
+    "INSERT INTO meta VALUES ('revision', '0'), ('compacted_revision', '0');",
+};
+
+enum { LOG_UPSERT = 1, LOG_DELETE = 2 };
+
+static int db_err(ink_store *s, ink_err *err, const char *what)
+{
+    return ink_err_set(err, 0, "database: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static void finalizep(sqlite3_stmt **st)
+{
+    if (*st)
+        sqlite3_finalize(*st);
+}
+#define cleanup_stmt __attribute__((cleanup(finalizep)))
+
+static int prepare(ink_store *s, const char *sql, sqlite3_stmt **st, ink_err *err)
+{
+    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_err(s, err, "prepare");
+    return 0;
+}
+
+static int exec_sql(ink_store *s, const char *sql, ink_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        ink_err_set(err, 0, "database: %s", msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int meta_get(ink_store *s, const char *key, char *out, size_t outlen, ink_err *err)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    if (prepare(s, "SELECT value FROM meta WHERE key = ?", &st, err) < 0)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        out[0] = '\0';
+        return 1;
+    }
+    snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
+    return 0;
+}
+
+static int meta_set(ink_store *s, const char *key, const char *value, ink_err *err)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    if (prepare(s, "INSERT INTO meta (key, value) VALUES (?, ?) "
+                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &st, err) < 0)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return db_err(s, err, "write meta");
+    return 0;
+}
+
+static uint64_t meta_u64(ink_store *s, const char *key)
+{
+    char buf[32];
+    if (meta_get(s, key, buf, sizeof buf, NULL) != 0)
+        return 0;
+    return strtoull(buf, NULL, 10);
+}
+
+static int migrate(ink_store *s, ink_err *err)
+{
+    int version = ink_store_schema_version(s);
+    int target = (int)INK_ARRAY_LEN(migrations);
+    if (version > target)
+        return ink_err_set(err, 0,
+                           "database schema version %d is newer than this coordinator (%d): "
+                           "refusing to touch it",
+                           version, target);
+    for (int v = version; v < target; v++) {
+        if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
+            return -1;
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        if (exec_sql(s, migrations[v], err) < 0 || exec_sql(s, pragma, err) < 0) {
+            exec_sql(s, "ROLLBACK", NULL);
+            return ink_err_wrap(err, "migration %d", v + 1);
+        }
+        if (exec_sql(s, "COMMIT", err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int ink_store_schema_version(ink_store *s)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+        return -1;
+    return sqlite3_column_int(st, 0);
+}
+
+int ink_store_open(const char *path, ink_store **out, ink_err *err)
+{
+    ink_store *s = ink_xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        ink_err_set(err, 0, "open database %s: %s", path,
+                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        ink_store_close(s);
+        return -1;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL: readers (the `nodes` CLI) never block the daemon; synchronous
+     * NORMAL is crash-safe in WAL mode (a power cut may lose the last
+     * transactions, never corrupt the file). */
+    if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                    "PRAGMA foreign_keys = ON;",
+                 err) < 0 ||
+        migrate(s, err) < 0) {
+        ink_err_wrap(err, "%s", path);
+        ink_store_close(s);
+        return -1;
+    }
+    if (meta_get(s, "coordinator_id", s->coordinator_id, sizeof s->coordinator_id, err) != 0) {
+        if (ink_random_hex(s->coordinator_id, 16, err) < 0 ||
+            meta_set(s, "coordinator_id", s->coordinator_id, err) < 0) {
+            ink_store_close(s);
+            return -1;
+        }
+    }
+    s->revision = meta_u64(s, "revision");
+    *out = s;
+    return 0;
+}
+
+void ink_store_close(ink_store *s)
+{
+    if (!s)
+        return;
+    if (s->db)
+        sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+const char *ink_store_coordinator_id(const ink_store *s)
+{
+    return s->coordinator_id;
+}
+
+/* ------------------------------------------------------------------ nodes */
+
+static void join_strings(char *out, size_t outlen, char **items, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && used < outlen; i++) {
+        int w = snprintf(out + used, outlen - used, "%s%s", i ? "," : "", items[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+static void feature_list(const Ink__V1__KernelFeatures *f, char *out, size_t outlen)
+{
+    char *names[6];
+    size_t n = 0;
+    if (f) {
+        if (f->cgroup_v2)
+            names[n++] = "cgroup2";
+        if (f->btf)
+            names[n++] = "btf";
+        if (f->nftables)
+            names[n++] = "nftables";
+        if (f->netns)
+            names[n++] = "netns";
+        if (f->seccomp)
+            names[n++] = "seccomp";
+    }
+    join_strings(out, outlen, names, n);
+}
+
+int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *r, int64_t now_ms,
+                            ink_err *err)
+{
+    char addresses[512], features[256];
+    join_strings(addresses, sizeof addresses, r->addresses, r->n_addresses);
+    feature_list(r->features, features, sizeof features);
+    pthread_mutex_lock(&s->mu);
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int rc = prepare(
+        s,
+        "INSERT INTO nodes (id, hostname, addresses, agent_endpoint, cpus, memory_bytes,"
+        " disk_bytes, runsc_version, kernel, features, agent_version, instance_id,"
+        " registered_at, last_seen) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13) "
+        "ON CONFLICT (id) DO UPDATE SET hostname = ?2, addresses = ?3, agent_endpoint = ?4,"
+        " cpus = ?5, memory_bytes = ?6, disk_bytes = ?7, runsc_version = ?8, kernel = ?9,"
+        " features = ?10, agent_version = ?11, instance_id = ?12, registered_at = ?13,"
+        " last_seen = ?13, registrations = registrations + 1",
+        &st, err);
+    if (rc == 0) {
+        const Ink__V1__Capacity *cap = r->capacity;
+        sqlite3_bind_text(st, 1, r->node_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->hostname, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, addresses, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, r->agent_endpoint, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, cap ? cap->cpus : 0);
+        sqlite3_bind_int64(st, 6, cap ? (int64_t)cap->memory_bytes : 0);
+        sqlite3_bind_int64(st, 7, cap ? (int64_t)cap->disk_bytes : 0);
+        sqlite3_bind_text(st, 8, r->runsc_version, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, r->features ? r->features->kernel_release : "", -1,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 10, features, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 11, r->agent_version, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 12, r->instance_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 13, now_ms);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(s, err, "register node");
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int ink_store_report_status(ink_store *s, const Ink__V1__ReportStatusRequest *r, int64_t now_ms,
+                            ink_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = exec_sql(s, "BEGIN IMMEDIATE", err);
+    if (rc < 0) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = prepare(s,
+                     "UPDATE nodes SET last_seen = ?3, applied_revision = ?4, load1 = ?5,"
+                     " memory_used = ?6, memory_available = ?7, disk_free = ?8, workloads = ?9"
+                     " WHERE id = ?1 AND instance_id = ?2",
+                     &st, err);
+        if (rc == 0) {
+            const Ink__V1__NodeUsage *u = r->usage;
+            sqlite3_bind_text(st, 1, r->node_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, r->instance_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 3, now_ms);
+            sqlite3_bind_int64(st, 4, (int64_t)r->applied_revision);
+            sqlite3_bind_double(st, 5, u ? u->load1 : 0);
+            sqlite3_bind_int64(st, 6, u ? (int64_t)u->memory_used_bytes : 0);
+            sqlite3_bind_int64(st, 7, u ? (int64_t)u->memory_available_bytes : 0);
+            sqlite3_bind_int64(st, 8, u ? (int64_t)u->disk_free_bytes : 0);
+            sqlite3_bind_int64(st, 9, u ? u->workloads : 0);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = db_err(s, err, "update node");
+            else if (sqlite3_changes(s->db) == 0)
+                rc = 1; /* unknown node or an older instance: register again */
+        }
+    }
+    if (rc == 0) {
+        /* The report is the node's whole truth: replace what we had. */
+        cleanup_stmt sqlite3_stmt *del = NULL, *ins = NULL;
+        rc = prepare(s, "DELETE FROM workload_status WHERE node_id = ?", &del, err);
+        if (rc == 0) {
+            sqlite3_bind_text(del, 1, r->node_id, -1, SQLITE_STATIC);
+            if (sqlite3_step(del) != SQLITE_DONE)
+                rc = db_err(s, err, "clear status");
+        }
+        if (rc == 0)
+            rc = prepare(s,
+                         "INSERT OR REPLACE INTO workload_status VALUES"
+                         " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         &ins, err);
+        for (size_t i = 0; rc == 0 && i < r->n_workloads; i++) {
+            const Ink__V1__WorkloadStatus *w = r->workloads[i];
+            sqlite3_reset(ins);
+            sqlite3_bind_text(ins, 1, r->node_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 2, w->workload_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(ins, 3, (int64_t)w->generation);
+            sqlite3_bind_int(ins, 4, w->state);
+            sqlite3_bind_text(ins, 5, w->reason, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(ins, 6, w->restarts);
+            sqlite3_bind_text(ins, 7, w->address, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(ins, 8, w->published_port);
+            sqlite3_bind_int64(ins, 9, w->since_unix_ms);
+            sqlite3_bind_text(ins, 10, w->image_digest, -1, SQLITE_STATIC);
+            if (sqlite3_step(ins) != SQLITE_DONE)
+                rc = db_err(s, err, "write status");
+        }
+    }
+    if (rc == 0 || rc == 1) {
+        if (exec_sql(s, "COMMIT", err) < 0)
+            rc = -1;
+    }
+    if (rc < 0)
+        exec_sql(s, "ROLLBACK", NULL);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void copy_col(char *out, size_t outlen, sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(out, outlen, "%s", t ? (const char *)t : "");
+}
+
+#define NODE_COLUMNS                                                                               \
+    "id, hostname, addresses, agent_endpoint, cpus, memory_bytes, disk_bytes, runsc_version,"      \
+    " kernel, features, agent_version, instance_id, registered_at, last_seen, registrations,"      \
+    " applied_revision, load1, memory_used, memory_available, disk_free, workloads"
+
+static void read_node(sqlite3_stmt *st, ink_node_row *n)
+{
+    memset(n, 0, sizeof *n);
+    copy_col(n->id, sizeof n->id, st, 0);
+    copy_col(n->hostname, sizeof n->hostname, st, 1);
+    copy_col(n->addresses, sizeof n->addresses, st, 2);
+    copy_col(n->agent_endpoint, sizeof n->agent_endpoint, st, 3);
+    n->cpus = (uint32_t)sqlite3_column_int64(st, 4);
+    n->memory_bytes = (uint64_t)sqlite3_column_int64(st, 5);
+    n->disk_bytes = (uint64_t)sqlite3_column_int64(st, 6);
+    copy_col(n->runsc_version, sizeof n->runsc_version, st, 7);
+    copy_col(n->kernel, sizeof n->kernel, st, 8);
+    copy_col(n->features, sizeof n->features, st, 9);
+    copy_col(n->agent_version, sizeof n->agent_version, st, 10);
+    copy_col(n->instance_id, sizeof n->instance_id, st, 11);
+    n->registered_at_ms = sqlite3_column_int64(st, 12);
+    n->last_seen_ms = sqlite3_column_int64(st, 13);
+    n->registrations = sqlite3_column_int64(st, 14);
+    n->applied_revision = (uint64_t)sqlite3_column_int64(st, 15);
+    n->load1 = sqlite3_column_double(st, 16);
+    n->memory_used_bytes = (uint64_t)sqlite3_column_int64(st, 17);
+    n->memory_available_bytes = (uint64_t)sqlite3_column_int64(st, 18);
+    n->disk_free_bytes = (uint64_t)sqlite3_column_int64(st, 19);
+    n->workloads = (uint32_t)sqlite3_column_int64(st, 20);
+}
+
+int ink_store_get_node(ink_store *s, const char *id, ink_node_row *row, ink_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "SELECT " NODE_COLUMNS " FROM nodes WHERE id = ?", &st, err);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            read_node(st, row);
+        else
+            rc = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int ink_store_list_nodes(ink_store *s, ink_node_row **rows, size_t *n, ink_err *err)
+{
+    *rows = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int rc = prepare(s, "SELECT " NODE_COLUMNS " FROM nodes ORDER BY id", &st, err);
+    size_t cap = 0;
+    while (rc == 0) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            rc = db_err(s, err, "list nodes");
+            break;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            ink_node_row *nr = realloc(*rows, cap * sizeof **rows);
+            if (!nr)
+                abort();
+            *rows = nr;
+        }
+        read_node(st, &(*rows)[(*n)++]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0) {
+        free(*rows);
+        *rows = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ assignments */
+
+/* Runs one change in a transaction that also bumps the revision and appends
+ * to the log. Called with s->mu held. */
+static int64_t log_change(ink_store *s, const char *node_id, const char *workload_id, int op,
+                          const uint8_t *spec, size_t spec_len, ink_err *err)
+{
+    if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
+        return -1;
+    uint64_t rev = s->revision + 1;
+    char revbuf[24];
+    snprintf(revbuf, sizeof revbuf, "%llu", (unsigned long long)rev);
+    int rc = 0;
+    {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        if (op == LOG_UPSERT)
+            rc = prepare(s, "INSERT OR REPLACE INTO assignments VALUES (?1, ?2, ?3, ?4)", &st, err);
+        else
+            rc = prepare(s, "DELETE FROM assignments WHERE node_id = ?1 AND workload_id = ?2", &st,
+                         err);
+        if (rc == 0) {
+            sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
+            if (op == LOG_UPSERT) {
+                sqlite3_bind_int64(st, 3, (int64_t)rev);
+                sqlite3_bind_blob(st, 4, spec, (int)spec_len, SQLITE_STATIC);
+            }
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = db_err(s, err, "write assignment");
+        }
+    }
+    if (rc == 0) {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = prepare(s, "INSERT INTO assignment_log VALUES (?1, ?2, ?3, ?4, ?5)", &st, err);
+        if (rc == 0) {
+            sqlite3_bind_int64(st, 1, (int64_t)rev);
+            sqlite3_bind_text(st, 2, node_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, workload_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 4, op);
+            if (spec)
+                sqlite3_bind_blob(st, 5, spec, (int)spec_len, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(st, 5);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = db_err(s, err, "append log");
+        }
+    }
+    if (rc == 0)
+        rc = meta_set(s, "revision", revbuf, err);
+    if (rc == 0)
+        rc = exec_sql(s, "COMMIT", err);
+    if (rc < 0) {
+        exec_sql(s, "ROLLBACK", NULL);
+        return -1;
+    }
+    s->revision = rev;
+    return (int64_t)rev;
+}
+
+int64_t ink_store_put_assignment(ink_store *s, const char *node_id, const Ink__V1__Assignment *a,
+                                 ink_err *err)
+{
+    size_t len = protobuf_c_message_get_packed_size(&a->base);
+    cleanup_free uint8_t *buf = ink_xmalloc(len);
+    protobuf_c_message_pack(&a->base, buf);
+    pthread_mutex_lock(&s->mu);
+    int64_t rev = log_change(s, node_id, a->workload_id, LOG_UPSERT, buf, len, err);
+    pthread_mutex_unlock(&s->mu);
+    return rev;
+}
+
+int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const char *workload_id,
+                                    ink_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t rev = log_change(s, node_id, workload_id, LOG_DELETE, NULL, 0, err);
+    pthread_mutex_unlock(&s->mu);
+    return rev;
+}
+
+uint64_t ink_store_revision(ink_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t r = s->revision;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+int ink_store_compact_log(ink_store *s, uint64_t keep, ink_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (s->revision > keep) {
+        uint64_t horizon = s->revision - keep;
+        char buf[24];
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)horizon);
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = exec_sql(s, "BEGIN IMMEDIATE", err);
+        if (rc == 0)
+            rc = prepare(s, "DELETE FROM assignment_log WHERE revision <= ?", &st, err);
+        if (rc == 0) {
+            sqlite3_bind_int64(st, 1, (int64_t)horizon);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = db_err(s, err, "compact log");
+        }
+        if (rc == 0)
+            rc = meta_set(s, "compacted_revision", buf, err);
+        if (rc == 0)
+            rc = exec_sql(s, "COMMIT", err);
+        else
+            exec_sql(s, "ROLLBACK", NULL);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static Ink__V1__WatchEvent *new_event(Ink__V1__WatchEvent__Kind kind, uint64_t rev)
+{
+    Ink__V1__WatchEvent *ev = ink_xmalloc(sizeof *ev);
+    ink__v1__watch_event__init(ev);
+    ev->kind = kind;
+    ev->revision = rev;
+    return ev;
+}
+
+static void add_assignment(Ink__V1__WatchEvent *ev, Ink__V1__Assignment *a)
+{
+    Ink__V1__Assignment **na = realloc(ev->assignments, (ev->n_assignments + 1) * sizeof *na);
+    if (!na)
+        abort();
+    ev->assignments = na;
+    ev->assignments[ev->n_assignments++] = a;
+}
+
+static void push_event(ink_watch_batch *b, Ink__V1__WatchEvent *ev)
+{
+    Ink__V1__WatchEvent **ne = realloc(b->events, (b->n + 1) * sizeof *ne);
+    if (!ne)
+        abort();
+    b->events = ne;
+    b->events[b->n++] = ev;
+}
+
+static Ink__V1__Assignment *unpack_spec(sqlite3_stmt *st, int col)
+{
+    const void *blob = sqlite3_column_blob(st, col);
+    int len = sqlite3_column_bytes(st, col);
+    return ink__v1__assignment__unpack(NULL, (size_t)len, blob);
+}
+
+static int snapshot_locked(ink_store *s, const char *node_id, ink_watch_batch *out, ink_err *err)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    if (prepare(s, "SELECT spec FROM assignments WHERE node_id = ? ORDER BY workload_id", &st,
+                err) < 0)
+        return -1;
+    sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+    Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__SNAPSHOT, s->revision);
+    push_event(out, ev);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        Ink__V1__Assignment *a = unpack_spec(st, 0);
+        if (!a)
+            return ink_err_set(err, 0, "database: corrupt assignment spec for node %s", node_id);
+        add_assignment(ev, a);
+    }
+    if (step != SQLITE_DONE)
+        return db_err(s, err, "read assignments");
+    out->head = s->revision;
+    return 0;
+}
+
+int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bool force_snapshot,
+                           size_t limit, ink_watch_batch *out, ink_err *err)
+{
+    *out = (ink_watch_batch){0};
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    uint64_t compacted = meta_u64(s, "compacted_revision");
+    /* Resume only when every change after `since` is still in the log and
+     * `since` is not from some other (or a reset) database. Revision 0 is
+     * a fresh agent: the caller asks for a snapshot. */
+    if (force_snapshot || since < compacted || since > s->revision) {
+        rc = snapshot_locked(s, node_id, out, err);
+    } else {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = prepare(s,
+                     "SELECT revision, workload_id, op, spec FROM assignment_log"
+                     " WHERE node_id = ? AND revision > ? ORDER BY revision LIMIT ?",
+                     &st, err);
+        if (rc == 0) {
+            sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, (int64_t)since);
+            sqlite3_bind_int64(st, 3, (int64_t)limit);
+            int step;
+            while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+                uint64_t rev = (uint64_t)sqlite3_column_int64(st, 0);
+                if (sqlite3_column_int(st, 2) == LOG_UPSERT) {
+                    Ink__V1__Assignment *a = unpack_spec(st, 3);
+                    if (!a) {
+                        rc = ink_err_set(err, 0, "database: corrupt log entry %llu",
+                                         (unsigned long long)rev);
+                        break;
+                    }
+                    Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__UPSERT, rev);
+                    add_assignment(ev, a);
+                    push_event(out, ev);
+                } else {
+                    Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__DELETE, rev);
+                    ev->workload_id = ink_xstrdup((const char *)sqlite3_column_text(st, 1));
+                    push_event(out, ev);
+                }
+                out->head = rev;
+            }
+            if (rc == 0 && step != SQLITE_DONE)
+                rc = db_err(s, err, "read log");
+            /* Fewer than `limit` rows: nothing else for this node up to now. */
+            if (rc == 0 && out->n < limit)
+                out->head = s->revision;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0)
+        ink_store_free_events(out);
+    return rc;
+}
+
+void ink_store_free_events(ink_watch_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        Ink__V1__WatchEvent *ev = b->events[i];
+        for (size_t j = 0; j < ev->n_assignments; j++)
+            ink__v1__assignment__free_unpacked(ev->assignments[j], NULL);
+        free(ev->assignments);
+        if (ev->workload_id != protobuf_c_empty_string)
+            free(ev->workload_id);
+        free(ev);
+    }
+    free(b->events);
+    *b = (ink_watch_batch){0};
+}

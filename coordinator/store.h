@@ -1,0 +1,80 @@
+/* The coordinator's state in SQLite (WAL mode, one file): nodes, the desired
+ * assignments of workloads to nodes and their change log. Every change to
+ * assignments bumps one global revision inside the same transaction, so a
+ * watcher that has seen revision R can be sent exactly what came after. */
+#ifndef INK_STORE_H
+#define INK_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "ink/v1/ink.pb-c.h"
+
+typedef struct ink_store ink_store;
+
+typedef struct ink_node_row {
+    char id[64];
+    char hostname[256];
+    char addresses[512];     /* comma-separated */
+    char agent_endpoint[256];
+    uint32_t cpus;
+    uint64_t memory_bytes;
+    uint64_t disk_bytes;
+    char runsc_version[128];
+    char kernel[128];
+    char features[256];      /* comma-separated names of present features */
+    char agent_version[32];
+    char instance_id[64];
+    int64_t registered_at_ms;
+    int64_t last_seen_ms;
+    int64_t registrations;   /* how many times it registered */
+    uint64_t applied_revision;
+    double load1;
+    uint64_t memory_used_bytes;
+    uint64_t memory_available_bytes;
+    uint64_t disk_free_bytes;
+    uint32_t workloads;
+} ink_node_row;
+
+int ink_store_open(const char *path, ink_store **out, ink_err *err);
+void ink_store_close(ink_store *s);
+/* Random id made when the database was created. */
+const char *ink_store_coordinator_id(const ink_store *s);
+int ink_store_schema_version(ink_store *s);
+
+int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *req, int64_t now_ms,
+                            ink_err *err);
+/* 0 and updated; 1 when the node or instance is unknown (must register). */
+int ink_store_report_status(ink_store *s, const Ink__V1__ReportStatusRequest *req, int64_t now_ms,
+                            ink_err *err);
+int ink_store_get_node(ink_store *s, const char *id, ink_node_row *row, ink_err *err);
+/* Fills a malloc'ed array, ordered by id. */
+int ink_store_list_nodes(ink_store *s, ink_node_row **rows, size_t *n, ink_err *err);
+
+/* Desired state. put/delete return the new revision (> 0), or -1. */
+int64_t ink_store_put_assignment(ink_store *s, const char *node_id, const Ink__V1__Assignment *a,
+                                 ink_err *err);
+int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const char *workload_id,
+                                    ink_err *err);
+uint64_t ink_store_revision(ink_store *s);
+/* Drops log entries so that at most keep remain; watchers older than that
+ * get a snapshot. */
+int ink_store_compact_log(ink_store *s, uint64_t keep, ink_err *err);
+
+/* The events a watcher of node_id needs after since_revision (at most
+ * limit change events, or one SNAPSHOT when since cannot be resumed).
+ * *head is the newest revision the events cover: the watcher is current up
+ * to it. The caller frees events with ink_store_free_events(). */
+typedef struct ink_watch_batch {
+    Ink__V1__WatchEvent **events;
+    size_t n;
+    uint64_t head;
+} ink_watch_batch;
+
+int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bool force_snapshot,
+                           size_t limit, ink_watch_batch *out, ink_err *err);
+void ink_store_free_events(ink_watch_batch *b);
+
+#endif

@@ -1,0 +1,164 @@
+#include "agent.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "pki.h"
+#include "util.h"
+
+#define OPT(field, type, def, help, ...)                                                          \
+    {#field, type, offsetof(ink_agent_config, field), def, help, __VA_ARGS__}
+
+const ink_opt ink_agent_options[] = {
+    OPT(coordinator, INK_OPT_STRING, "127.0.0.1:7440", "NodeService address of the coordinator",
+        0, 0),
+    OPT(coordinator_name, INK_OPT_STRING, INK_COORDINATOR_NAME,
+        "name the coordinator's certificate must carry", 0, 0),
+    OPT(node_id, INK_OPT_STRING, "",
+        "this node's name, as in its certificate (default: the host name)", 0, 0),
+    OPT(listen, INK_OPT_STRING, "127.0.0.1:7442",
+        "AgentService address; 0.0.0.0:7442 when the coordinator is remote", 0, 0),
+    OPT(advertise, INK_OPT_STRING, "",
+        "host:port the coordinator dials for AgentService (default: derived from listen)", 0, 0),
+    OPT(state_dir, INK_OPT_STRING, "/var/lib/ink/agent", "agent state (desired set, IPAM, images)",
+        0, 0),
+    OPT(tls_ca, INK_OPT_STRING, "/etc/ink/pki/ca.crt", "cluster CA", 0, 0),
+    OPT(tls_cert, INK_OPT_STRING, "/etc/ink/pki/node.crt", "this node's certificate", 0, 0),
+    OPT(tls_key, INK_OPT_STRING, "/etc/ink/pki/node.key", "its private key", 0, 0),
+    OPT(insecure_dev, INK_OPT_BOOL, "false", "plaintext gRPC without certificates: development only",
+        0, 0),
+    OPT(rpc_timeout_ms, INK_OPT_DURATION, "5s", "deadline of unary calls to the coordinator", 100,
+        600000),
+    OPT(reconnect_initial_ms, INK_OPT_DURATION, "500ms", "first reconnect delay", 10, 600000),
+    OPT(reconnect_max_ms, INK_OPT_DURATION, "30s", "longest reconnect delay", 10, 3600000),
+    OPT(watch_timeout_ms, INK_OPT_DURATION, "15m",
+        "deadline of one assignment stream (it is resumed after)", 1000, 86400000),
+    OPT(runsc, INK_OPT_STRING, "runsc", "gVisor runtime binary", 0, 0),
+    OPT(log_level, INK_OPT_STRING, "info", "debug, info, warn or error", 0, 0),
+    OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal",
+        0, 0),
+    {0},
+};
+
+static int resolve_advertise(ink_agent *a, int port, ink_err *err)
+{
+    if (*a->cfg->advertise) {
+        snprintf(a->advertise, sizeof a->advertise, "%s", a->cfg->advertise);
+        return 0;
+    }
+    char host[256];
+    int lport;
+    if (ink_split_hostport(a->cfg->listen, host, sizeof host, &lport, err) < 0)
+        return ink_err_wrap(err, "listen");
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+        ink_node_info info;
+        ink_node_info_collect(&info, a->cfg->state_dir, "true");
+        if (info.naddresses == 0) {
+            ink_node_info_free(&info);
+            return ink_err_set(err, 0, "listen is %s and no address found: set advertise", host);
+        }
+        snprintf(host, sizeof host, "%s", info.addresses[0]);
+        ink_node_info_free(&info);
+    }
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(a->advertise, sizeof a->advertise, v6 ? "[%s]:%d" : "%s:%d", host, port);
+    return 0;
+}
+
+int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
+{
+    memset(a, 0, sizeof *a);
+    a->cfg = cfg;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    a->need_register = true;
+    a->heartbeat_ms = 5000;
+    if (*cfg->node_id)
+        snprintf(a->node_id, sizeof a->node_id, "%s", cfg->node_id);
+    else
+        ink_default_node_id(a->node_id, sizeof a->node_id);
+    if (!ink_valid_name(a->node_id) || strcmp(a->node_id, INK_COORDINATOR_NAME) == 0)
+        return ink_err_set(err, 0, "node_id '%s' is not a valid name ([a-z0-9-], 1-63)",
+                           a->node_id);
+    if (ink_random_hex(a->instance_id, 16, err) < 0)
+        return -1;
+    if (ink_mkdir_p(cfg->state_dir, 0700, err) < 0)
+        return -1;
+    if (ink_desired_load(&a->desired, cfg->state_dir, err) < 0)
+        return -1;
+
+    ink_tls_files tls = {cfg->tls_ca, cfg->tls_cert, cfg->tls_key};
+    const ink_tls_files *tlsp = cfg->insecure_dev ? NULL : &tls;
+    if (tlsp) {
+        /* The certificate must name this node, or the coordinator will
+         * refuse every call: say so now, not on each retry. */
+        ink_cert_info ci;
+        if (ink_pki_cert_info_file(cfg->tls_cert, &ci, err) < 0)
+            goto fail;
+        if (strcmp(ci.cn, a->node_id) != 0 || strcmp(ci.ou, INK_ROLE_NODE) != 0) {
+            ink_err_set(err, 0, "tls_cert %s is for '%s' (role '%s'), not node '%s'",
+                        cfg->tls_cert, ci.cn, ci.ou, a->node_id);
+            goto fail;
+        }
+    }
+    ink_rpc_server_opts so = {
+        .listen = cfg->listen,
+        .tls = tlsp,
+        .methods = ink_agent_service_methods,
+        .nmethods = ink_agent_service_nmethods,
+        .ctx = a,
+        .threads = 2,
+    };
+    a->rpc = ink_rpc_server_start(&so, err);
+    if (!a->rpc) {
+        ink_err_wrap(err, "AgentService");
+        goto fail;
+    }
+    if (resolve_advertise(a, ink_rpc_server_port(a->rpc), err) < 0)
+        goto fail;
+    ink_rpc_client_opts co = {
+        .target = cfg->coordinator,
+        .tls = tlsp,
+        .server_name = cfg->coordinator_name,
+    };
+    a->coordinator = ink_rpc_client_new(&co, err);
+    if (!a->coordinator) {
+        ink_err_wrap(err, "coordinator client");
+        goto fail;
+    }
+    pthread_create(&a->session_thread, NULL, ink_session_thread, a);
+    pthread_create(&a->heartbeat_thread, NULL, ink_heartbeat_thread, a);
+    a->threads_running = true;
+    LOG_INFO("agent started", "node", a->node_id, "instance", a->instance_id, "listen",
+             cfg->listen, "advertise", a->advertise, "coordinator", cfg->coordinator, "revision",
+             LOG_U64(a->desired.revision), "desired_workloads", LOG_INT(a->desired.n), "tls",
+             tlsp ? "mutual" : "off");
+    return 0;
+fail:
+    ink_agent_stop(a);
+    return -1;
+}
+
+void ink_agent_stop(ink_agent *a)
+{
+    if (a->threads_running) {
+        pthread_mutex_lock(&a->mu);
+        a->stopping = true;
+        if (a->watch)
+            ink_rpc_stream_cancel(a->watch);
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->session_thread, NULL);
+        pthread_join(a->heartbeat_thread, NULL);
+        a->threads_running = false;
+    }
+    ink_rpc_server_stop(a->rpc, 2000);
+    a->rpc = NULL;
+    ink_rpc_client_free(a->coordinator);
+    a->coordinator = NULL;
+    ink_desired_free(&a->desired);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cond);
+}

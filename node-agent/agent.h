@@ -1,0 +1,112 @@
+/* ink-agent: the privileged daemon on every runtime node. This header ties
+ * its pieces together: configuration, the link to the coordinator
+ * (register, heartbeat, watch), the desired state persisted on disk and
+ * AgentService. */
+#ifndef INK_AGENT_H
+#define INK_AGENT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ink/v1/ink.pb-c.h"
+#include "rpc/rpc.h"
+
+typedef struct ink_agent_config {
+    char *coordinator;
+    char *coordinator_name;
+    char *node_id;
+    char *listen;
+    char *advertise;
+    char *state_dir;
+    char *tls_ca;
+    char *tls_cert;
+    char *tls_key;
+    bool insecure_dev;
+    int64_t rpc_timeout_ms;
+    int64_t reconnect_initial_ms;
+    int64_t reconnect_max_ms;
+    int64_t watch_timeout_ms;
+    char *runsc;
+    char *log_level;
+    char *log_format;
+} ink_agent_config;
+
+extern const ink_opt ink_agent_options[];
+
+#define INK_AGENT_DEFAULT_CONFIG "/etc/ink/agent.conf"
+
+/* The desired set of workloads for this node, as last received from the
+ * coordinator, and the revision it reflects. Persisted on every change. */
+typedef struct ink_desired {
+    uint64_t revision;
+    char coordinator_id[64];
+    Ink__V1__Assignment **items; /* each owned (unpacked copy) */
+    size_t n;
+} ink_desired;
+
+typedef struct ink_agent {
+    const ink_agent_config *cfg;
+    char node_id[64];
+    char instance_id[33];
+    char advertise[256];
+
+    ink_rpc_client *coordinator;
+    ink_rpc_server *rpc;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stopping;
+    bool need_register;      /* session must (re-)register before watching */
+    bool coordinator_up;     /* last call reached it; for transition logs */
+    int64_t heartbeat_ms;
+    uint64_t registrations;  /* successful registrations by this process */
+    ink_rpc_stream *watch;   /* open watch stream, to cancel on shutdown */
+    ink_desired desired;
+
+    pthread_t session_thread, heartbeat_thread;
+    bool threads_running;
+} ink_agent;
+
+int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err);
+void ink_agent_stop(ink_agent *a);
+
+/* desired.c */
+int ink_desired_load(ink_desired *d, const char *state_dir, ink_err *err);
+int ink_desired_save(const ink_desired *d, const char *state_dir, ink_err *err);
+/* Applies one watch event; returns 1 if the desired set or revision
+ * changed, 0 if the event was already applied (duplicate), -1 on error. */
+int ink_desired_apply(ink_desired *d, const Ink__V1__WatchEvent *ev, ink_err *err);
+const Ink__V1__Assignment *ink_desired_find(const ink_desired *d, const char *workload_id);
+void ink_desired_free(ink_desired *d);
+
+/* node_info.c */
+typedef struct ink_node_info {
+    char hostname[256];
+    char *addresses[16];
+    size_t naddresses;
+    uint32_t cpus;
+    uint64_t memory_bytes;
+    uint64_t disk_bytes;
+    char runsc_version[128];
+    char kernel_release[128];
+    bool cgroup_v2, btf, nftables, netns, seccomp;
+} ink_node_info;
+
+void ink_node_info_collect(ink_node_info *info, const char *state_dir, const char *runsc);
+void ink_node_info_free(ink_node_info *info);
+void ink_node_usage_collect(Ink__V1__NodeUsage *u, const char *state_dir);
+/* The default node id: the host name, lowercased, anything else than
+ * [a-z0-9-] turned into '-'. */
+void ink_default_node_id(char *out, size_t outlen);
+
+/* session.c */
+void *ink_session_thread(void *arg);
+void *ink_heartbeat_thread(void *arg);
+
+/* agent_service.c */
+extern const ink_rpc_method ink_agent_service_methods[];
+extern const size_t ink_agent_service_nmethods;
+
+#endif

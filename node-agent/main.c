@@ -1,0 +1,82 @@
+/* ink-agent: the privileged daemon on every runtime node.
+ *
+ *   ink-agent [--config FILE] [--option=value ...] [run]
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+#include "daemon.h"
+#include "ink_version.h"
+#include "log.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ink-agent [--config FILE] [--OPTION=VALUE ...] [COMMAND]\n"
+            "\n"
+            "commands:\n"
+            "  run        run the agent (default)\n"
+            "  version    print the version\n"
+            "\n"
+            "options (config file %s, or flags):\n",
+            INK_AGENT_DEFAULT_CONFIG);
+    ink_config_print_reference(ink_agent_options, out);
+}
+
+static int run(const ink_agent_config *cfg)
+{
+    ink_err err = {0};
+    if (cfg->insecure_dev)
+        LOG_WARN("--insecure-dev: gRPC runs WITHOUT TLS; anyone on the network can call this "
+                 "agent");
+    ink_block_signals();
+    ink_rpc_init();
+    ink_agent a;
+    if (ink_agent_start(&a, cfg, &err) < 0) {
+        LOG_ERROR("cannot start", "error", err.msg);
+        ink_rpc_shutdown();
+        return 1;
+    }
+    int sig = ink_wait_for_shutdown();
+    LOG_INFO("shutting down; workloads keep running", "signal", strsignal(sig));
+    ink_agent_stop(&a);
+    ink_rpc_shutdown();
+    LOG_INFO("stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "version") == 0) {
+            printf("ink-agent %s\n", INK_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
+    ink_agent_config cfg = {0};
+    ink_err err = {0};
+    int idx = 1;
+    if (ink_load_config(ink_agent_options, &cfg, INK_AGENT_DEFAULT_CONFIG, argc, argv, &idx,
+                        &err) < 0 ||
+        ink_setup_logging("agent", cfg.log_level, cfg.log_format, &err) < 0) {
+        fprintf(stderr, "ink-agent: %s\n", err.msg);
+        ink_config_free(ink_agent_options, &cfg);
+        return 2;
+    }
+    const char *cmd = idx < argc ? argv[idx] : "run";
+    int rc;
+    if (strcmp(cmd, "run") == 0) {
+        rc = run(&cfg);
+    } else {
+        fprintf(stderr, "ink-agent: unknown command '%s'\n\n", cmd);
+        usage(stderr);
+        rc = 2;
+    }
+    ink_config_free(ink_agent_options, &cfg);
+    return rc;
+}
