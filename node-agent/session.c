@@ -191,7 +191,10 @@ static grpc_status_code run_watch(ink_agent *a)
     ink_rpc_stream_free(s);
     if (rc < 0 && st.code != GRPC_STATUS_CANCELLED)
         LOG_DEBUG("watch ended", "code", ink_rpc_code_name(st.code), "error", st.message);
-    if (rc < 0)
+    pthread_mutex_lock(&a->mu);
+    stopping = a->stopping;
+    pthread_mutex_unlock(&a->mu);
+    if (rc < 0 && !stopping)
         note_coordinator(a, false, &st);
     return rc == 0 ? GRPC_STATUS_OK : st.code;
 }

@@ -509,7 +509,7 @@ ink_rpc_server *ink_rpc_server_start(const ink_rpc_server_opts *o, ink_err *err)
     pthread_cond_init(&s->cond, NULL);
     s->shutdown_tag = (rpc_tag){on_shutdown, s};
 
-    grpc_arg args[3];
+    grpc_arg args[4];
     args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
                          .value.integer = (int)(o->max_message_bytes ? o->max_message_bytes
@@ -521,7 +521,10 @@ ink_rpc_server *ink_rpc_server_start(const ink_rpc_server_opts *o, ink_err *err)
     args[2] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
                          .value.integer = 1};
-    grpc_channel_args cargs = {.num_args = 3, .args = args};
+    /* gRPC sets SO_REUSEPORT by default, which lets a second daemon bind
+     * the same port and silently take half the connections. */
+    args[3] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0};
+    grpc_channel_args cargs = {.num_args = 4, .args = args};
     s->server = grpc_server_create(&cargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);

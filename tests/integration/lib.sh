@@ -1,0 +1,54 @@
+# Shared helpers for the shell integration tests: a scratch directory that
+# is removed on exit, processes that are killed on exit (even on failure),
+# and polling with a deadline instead of fixed sleeps.
+set -euo pipefail
+
+BIN=${INK_BUILD_DIR:?INK_BUILD_DIR must point at the build directory}
+COORD="$BIN/coordinator/ink-coordinator"
+AGENT="$BIN/node-agent/ink-agent"
+T=$(mktemp -d /tmp/ink-it-XXXXXX)
+PIDS=()
+
+cleanup() {
+	local rc=$?
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	if [ $rc -ne 0 ]; then
+		echo "--- logs of the failed run ---"
+		for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
+	fi
+	rm -rf "$T"
+	exit $rc
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+PASSED=0
+ok() {
+	PASSED=$((PASSED + 1))
+	echo "ok - $*"
+}
+
+# The closing line CI reads.
+finish() {
+	echo "$(basename "$0" .sh): $PASSED passed, 0 failed"
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...
+wait_until() {
+	local secs=$1 what=$2
+	shift 2
+	local end=$((SECONDS + secs))
+	while ! "$@" >/dev/null 2>&1; do
+		[ $SECONDS -lt $end ] || fail "timed out after ${secs}s waiting for: $what"
+		sleep 0.1
+	done
+}
+
+# The port a daemon bound, from its "started" log line.
+logged_port() {
+	sed -n 's/.*msg="coordinator started".* port=\([0-9]*\).*/\1/p' "$1" | tail -n 1
+}

@@ -1,0 +1,380 @@
+/* NodeService end to end in one process: a real coordinator (store, gRPC
+ * server with mutual TLS, background loop) called by raw clients holding
+ * node certificates, and by a real ink-agent core (register, watch,
+ * heartbeat, persisted desired state, re-registration after a coordinator
+ * restart). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agent.h"
+#include "coordinator.h"
+#include "testlib.h"
+#include "util.h"
+
+typedef struct fixture {
+    test_pki pki;
+    char db[192];
+    char listen[64];
+    ink_coordinator_config cfg;
+    ink_coordinator coord;
+    bool running;
+} fixture;
+
+static void start_coordinator(fixture *f)
+{
+    ink_err err = {0};
+    f->cfg.listen = ink_xstrdup(f->listen);
+    if (ink_coordinator_start(&f->coord, &f->cfg, &err) < 0)
+        fail_msg("coordinator: %s", err.msg);
+    free(f->cfg.listen);
+    f->cfg.listen = NULL;
+    snprintf(f->listen, sizeof f->listen, "127.0.0.1:%d", ink_rpc_server_port(f->coord.rpc));
+    f->running = true;
+}
+
+static void stop_coordinator(fixture *f)
+{
+    if (f->running)
+        ink_coordinator_stop(&f->coord);
+    f->running = false;
+}
+
+static int setup(void **state)
+{
+    fixture *f = ink_xcalloc(1, sizeof *f);
+    test_pki_create(&f->pki, "nodesvc");
+    snprintf(f->db, sizeof f->db, "%s/ink.db", f->pki.dir);
+    snprintf(f->listen, sizeof f->listen, "127.0.0.1:0");
+    ink_err err = {0};
+    if (ink_config_defaults(ink_coordinator_options, &f->cfg, &err) < 0)
+        return -1;
+    free(f->cfg.listen);
+    f->cfg.listen = NULL;
+    ink_config_set(ink_coordinator_options, &f->cfg, "database", f->db, &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "tls_ca", f->pki.ca, &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "tls_cert", f->pki.coord_crt, &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "tls_key", f->pki.coord_key, &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "heartbeat_interval_ms", "200ms", &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "watch_progress_ms", "200ms", &err);
+    start_coordinator(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    stop_coordinator(f);
+    ink_config_free(ink_coordinator_options, &f->cfg);
+    test_pki_destroy(&f->pki);
+    free(f);
+    return 0;
+}
+
+static ink_rpc_client *client_as(fixture *f, const char *crt, const char *key)
+{
+    ink_tls_files tls = {f->pki.ca, crt, key};
+    ink_rpc_client_opts co = {.target = f->listen, .tls = &tls, .server_name = "ink-coordinator"};
+    ink_err err = {0};
+    ink_rpc_client *c = ink_rpc_client_new(&co, &err);
+    assert_non_null(c);
+    return c;
+}
+
+static int do_register(ink_rpc_client *c, const char *node_id, bool with_capacity,
+                       ink_rpc_status *st)
+{
+    Ink__V1__Capacity cap = INK__V1__CAPACITY__INIT;
+    cap.cpus = 2;
+    cap.memory_bytes = 1 << 30;
+    Ink__V1__RegisterRequest r = INK__V1__REGISTER_REQUEST__INIT;
+    r.node_id = (char *)node_id;
+    r.hostname = "h";
+    r.agent_endpoint = "127.0.0.1:7442";
+    r.capacity = with_capacity ? &cap : NULL;
+    r.instance_id = "i1";
+    ProtobufCMessage *resp = NULL;
+    int rc = ink_rpc_unary(c, "/ink.v1.NodeService/Register", &r.base,
+                           &ink__v1__register_response__descriptor, &resp, 5000, st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static void test_register_identity(void **state)
+{
+    fixture *f = *state;
+    ink_rpc_client *c = client_as(f, f->pki.node_crt, f->pki.node_key);
+    ink_rpc_status st;
+    assert_int_equal(do_register(c, "n1", true, &st), 0);
+    /* n1's certificate cannot speak for n2. */
+    assert_int_equal(do_register(c, "n2", true, &st), -1);
+    assert_int_equal(st.code, GRPC_STATUS_PERMISSION_DENIED);
+    assert_non_null(strstr(st.message, "not for node 'n2'"));
+    /* Nor can the coordinator's own certificate register as a node. */
+    ink_rpc_client *cc = client_as(f, f->pki.coord_crt, f->pki.coord_key);
+    assert_int_equal(do_register(cc, "n1", true, &st), -1);
+    assert_int_equal(st.code, GRPC_STATUS_PERMISSION_DENIED);
+    ink_rpc_client_free(cc);
+    /* Bad input is refused and nothing is stored. */
+    assert_int_equal(do_register(c, "Bad_Name", true, &st), -1);
+    assert_int_equal(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(do_register(c, "n1", false, &st), -1);
+    assert_int_equal(st.code, GRPC_STATUS_INVALID_ARGUMENT);
+    ink_node_row *rows;
+    size_t n;
+    ink_err err = {0};
+    assert_int_equal(ink_store_list_nodes(f->coord.store, &rows, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].id, "n1");
+    assert_int_equal(rows[0].registrations, 1);
+    free(rows);
+    ink_rpc_client_free(c);
+}
+
+static ink_rpc_stream *watch(ink_rpc_client *c, const char *node, uint64_t since)
+{
+    Ink__V1__WatchAssignmentsRequest r = INK__V1__WATCH_ASSIGNMENTS_REQUEST__INIT;
+    r.node_id = (char *)node;
+    r.since_revision = since;
+    ink_rpc_status st;
+    ink_rpc_stream *s = ink_rpc_stream_open(c, "/ink.v1.NodeService/WatchAssignments", &r.base,
+                                            &ink__v1__watch_event__descriptor, 10000, &st);
+    assert_non_null(s);
+    return s;
+}
+
+static Ink__V1__WatchEvent *next_event(ink_rpc_stream *s)
+{
+    ProtobufCMessage *m = NULL;
+    ink_rpc_status st;
+    int rc = ink_rpc_stream_next(s, &m, &st);
+    if (rc != 1)
+        fail_msg("stream ended: %s %s", ink_rpc_code_name(st.code), st.message);
+    return (Ink__V1__WatchEvent *)m;
+}
+
+/* Skips keepalives; returns the next change. */
+static Ink__V1__WatchEvent *next_change(ink_rpc_stream *s)
+{
+    for (;;) {
+        Ink__V1__WatchEvent *ev = next_event(s);
+        if (ev->kind != INK__V1__WATCH_EVENT__KIND__PROGRESS)
+            return ev;
+        protobuf_c_message_free_unpacked(&ev->base, NULL);
+    }
+}
+
+static void put(fixture *f, const char *node, const char *wid)
+{
+    Ink__V1__Assignment a = INK__V1__ASSIGNMENT__INIT;
+    a.workload_id = (char *)wid;
+    a.image = "img";
+    ink_err err = {0};
+    assert_true(ink_store_put_assignment(f->coord.store, node, &a, &err) > 0);
+    ink_coordinator_kick(&f->coord);
+}
+
+static void test_watch_before_register(void **state)
+{
+    fixture *f = *state;
+    ink_rpc_client *c = client_as(f, f->pki.node_crt, f->pki.node_key);
+    ink_rpc_stream *s = watch(c, "n1", 0);
+    ProtobufCMessage *m;
+    ink_rpc_status st;
+    assert_int_equal(ink_rpc_stream_next(s, &m, &st), -1);
+    assert_int_equal(st.code, GRPC_STATUS_FAILED_PRECONDITION);
+    ink_rpc_stream_free(s);
+    ink_rpc_client_free(c);
+}
+
+static void test_watch_snapshot_changes_resume(void **state)
+{
+    fixture *f = *state;
+    ink_rpc_client *c = client_as(f, f->pki.node_crt, f->pki.node_key);
+    ink_rpc_status st;
+    assert_int_equal(do_register(c, "n1", true, &st), 0);
+    put(f, "n1", "w1"); /* revision 1 */
+
+    ink_rpc_stream *s = watch(c, "n1", 0);
+    Ink__V1__WatchEvent *ev = next_event(s);
+    assert_int_equal(ev->kind, INK__V1__WATCH_EVENT__KIND__SNAPSHOT);
+    assert_int_equal(ev->revision, 1);
+    assert_int_equal(ev->n_assignments, 1);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+
+    put(f, "n2", "other"); /* 2: not for n1 */
+    put(f, "n1", "w2");    /* 3 */
+    ev = next_change(s);
+    assert_int_equal(ev->kind, INK__V1__WATCH_EVENT__KIND__UPSERT);
+    assert_int_equal(ev->revision, 3);
+    assert_string_equal(ev->assignments[0]->workload_id, "w2");
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+    ink_rpc_stream_cancel(s);
+    ink_rpc_stream_free(s);
+
+    /* Changes while disconnected arrive on resume, once, and only them. */
+    ink_err err = {0};
+    assert_int_equal(ink_store_delete_assignment(f->coord.store, "n1", "w1", &err), 4);
+    s = watch(c, "n1", 3);
+    ev = next_change(s);
+    assert_int_equal(ev->kind, INK__V1__WATCH_EVENT__KIND__DELETE);
+    assert_int_equal(ev->revision, 4);
+    assert_string_equal(ev->workload_id, "w1");
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+    /* Then only keepalives: nothing is repeated. */
+    ev = next_event(s);
+    assert_int_equal(ev->kind, INK__V1__WATCH_EVENT__KIND__PROGRESS);
+    assert_int_equal(ev->revision, 4);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+    ink_rpc_stream_cancel(s);
+    ink_rpc_stream_free(s);
+
+    /* Another node's certificate cannot watch n1. */
+    ink_rpc_client *c2 = client_as(f, f->pki.node2_crt, f->pki.node2_key);
+    s = watch(c2, "n1", 0);
+    ProtobufCMessage *m;
+    assert_int_equal(ink_rpc_stream_next(s, &m, &st), -1);
+    assert_int_equal(st.code, GRPC_STATUS_PERMISSION_DENIED);
+    ink_rpc_stream_free(s);
+    ink_rpc_client_free(c2);
+    ink_rpc_client_free(c);
+}
+
+/* ------------------------------------------------------------ agent core */
+
+typedef struct agent_fixture {
+    ink_agent_config cfg;
+    ink_agent agent;
+    char state_dir[192];
+} agent_fixture;
+
+static void agent_start(fixture *f, agent_fixture *af)
+{
+    ink_err err = {0};
+    memset(&af->cfg, 0, sizeof af->cfg);
+    assert_int_equal(ink_config_defaults(ink_agent_options, &af->cfg, &err), 0);
+    snprintf(af->state_dir, sizeof af->state_dir, "%s/agent", f->pki.dir);
+    const char *set[][2] = {
+        {"coordinator", f->listen},  {"node_id", "n1"},
+        {"listen", "127.0.0.1:0"},   {"state_dir", af->state_dir},
+        {"tls_ca", f->pki.ca},       {"tls_cert", f->pki.node_crt},
+        {"tls_key", f->pki.node_key}, {"reconnect_initial_ms", "50ms"},
+        {"reconnect_max_ms", "300ms"}, {"runsc", "/nonexistent/runsc"},
+    };
+    for (size_t i = 0; i < INK_ARRAY_LEN(set); i++)
+        assert_int_equal(ink_config_set(ink_agent_options, &af->cfg, set[i][0], set[i][1], &err),
+                         0);
+    if (ink_agent_start(&af->agent, &af->cfg, &err) < 0)
+        fail_msg("agent: %s", err.msg);
+}
+
+static void agent_stop(agent_fixture *af)
+{
+    ink_agent_stop(&af->agent);
+    ink_config_free(ink_agent_options, &af->cfg);
+}
+
+static bool wait_for(bool (*cond)(void *), void *arg, int64_t ms)
+{
+    int64_t end = ink_mono_ms() + ms;
+    while (ink_mono_ms() < end) {
+        if (cond(arg))
+            return true;
+        usleep(20 * 1000);
+    }
+    return cond(arg);
+}
+
+typedef struct {
+    agent_fixture *af;
+    uint64_t registrations;
+    uint64_t revision;
+    size_t n;
+} agent_expect;
+
+static bool agent_reached(void *arg)
+{
+    agent_expect *e = arg;
+    ink_agent *a = &e->af->agent;
+    pthread_mutex_lock(&a->mu);
+    bool ok = a->registrations >= e->registrations && a->desired.revision >= e->revision &&
+              a->desired.n == e->n;
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
+static bool node_reported(void *arg)
+{
+    fixture *f = arg;
+    ink_node_row row;
+    ink_err err = {0};
+    return ink_store_get_node(f->coord.store, "n1", &row, &err) == 0 &&
+           row.applied_revision >= 2 && row.workloads == 2;
+}
+
+static void test_agent_session(void **state)
+{
+    fixture *f = *state;
+    put(f, "n1", "w1");
+    agent_fixture af;
+    agent_start(f, &af);
+    agent_expect e = {&af, 1, 1, 1};
+    assert_true(wait_for(agent_reached, &e, 5000));
+    put(f, "n1", "w2");
+    e = (agent_expect){&af, 1, 2, 2};
+    assert_true(wait_for(agent_reached, &e, 5000));
+    /* Heartbeats carry the applied revision and the workload count. */
+    assert_true(wait_for(node_reported, f, 5000));
+
+    /* The desired state is on disk, as the agent would reload it. */
+    ink_desired d;
+    ink_err err = {0};
+    assert_int_equal(ink_desired_load(&d, af.state_dir, &err), 0);
+    assert_int_equal(d.revision, 2);
+    assert_int_equal(d.n, 2);
+    assert_non_null(ink_desired_find(&d, "w2"));
+    ink_desired_free(&d);
+
+    /* Coordinator restart: the agent keeps its state, registers again and
+     * resumes its watch, then sees a change made while it was away. */
+    char port[64];
+    snprintf(port, sizeof port, "%s", f->listen);
+    stop_coordinator(f);
+    usleep(300 * 1000);
+    pthread_mutex_lock(&af.agent.mu);
+    assert_int_equal(af.agent.desired.n, 2);
+    pthread_mutex_unlock(&af.agent.mu);
+    snprintf(f->listen, sizeof f->listen, "%s", port);
+    start_coordinator(f);
+    assert_int_equal(ink_store_delete_assignment(f->coord.store, "n1", "w1", &err), 3);
+    ink_coordinator_kick(&f->coord);
+    e = (agent_expect){&af, 2, 3, 1};
+    assert_true(wait_for(agent_reached, &e, 10000));
+    ink_node_row row;
+    assert_int_equal(ink_store_get_node(f->coord.store, "n1", &row, &err), 0);
+    assert_int_equal(row.registrations, 2);
+    agent_stop(&af);
+}
+
+int main(void)
+{
+    ink_rpc_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_register_identity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watch_before_register, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watch_snapshot_changes_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_session, setup, teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    ink_rpc_shutdown();
+    return failed;
+}

@@ -1,0 +1,68 @@
+#include "testlib.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pki.h"
+
+int test_mkdtemp(char *out, size_t outlen, const char *tag)
+{
+    snprintf(out, outlen, "/tmp/ink-test-%s-XXXXXX", tag);
+    return mkdtemp(out) ? 0 : -1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -1 : 0;
+}
+
+int test_rmtree(const char *path)
+{
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void must(int rc, const ink_err *err)
+{
+    if (rc < 0) {
+        fprintf(stderr, "test PKI: %s\n", err->msg);
+        abort();
+    }
+}
+
+void test_pki_create(test_pki *p, const char *tag)
+{
+    ink_err err = {0};
+    if (test_mkdtemp(p->dir, sizeof p->dir, tag) < 0)
+        abort();
+    char pki[160], foreign[160];
+    snprintf(pki, sizeof pki, "%s/pki", p->dir);
+    snprintf(foreign, sizeof foreign, "%s/foreign", p->dir);
+    const char *sans[] = {"localhost", "127.0.0.1"};
+    must(ink_pki_init_ca(pki, 30, &err), &err);
+    must(ink_pki_issue(pki, INK_COORDINATOR_NAME, INK_ROLE_COORDINATOR, sans, 2, 30, pki, &err),
+         &err);
+    must(ink_pki_issue(pki, "n1", INK_ROLE_NODE, sans, 2, 30, pki, &err), &err);
+    must(ink_pki_issue(pki, "n2", INK_ROLE_NODE, sans, 2, 30, pki, &err), &err);
+    must(ink_pki_init_ca(foreign, 30, &err), &err);
+    must(ink_pki_issue(foreign, "n1", INK_ROLE_NODE, sans, 2, 30, foreign, &err), &err);
+    snprintf(p->ca, sizeof p->ca, "%s/ca.crt", pki);
+    snprintf(p->coord_crt, sizeof p->coord_crt, "%s/ink-coordinator.crt", pki);
+    snprintf(p->coord_key, sizeof p->coord_key, "%s/ink-coordinator.key", pki);
+    snprintf(p->node_crt, sizeof p->node_crt, "%s/n1.crt", pki);
+    snprintf(p->node_key, sizeof p->node_key, "%s/n1.key", pki);
+    snprintf(p->node2_crt, sizeof p->node2_crt, "%s/n2.crt", pki);
+    snprintf(p->node2_key, sizeof p->node2_key, "%s/n2.key", pki);
+    snprintf(p->foreign_ca, sizeof p->foreign_ca, "%s/ca.crt", foreign);
+    snprintf(p->foreign_crt, sizeof p->foreign_crt, "%s/n1.crt", foreign);
+    snprintf(p->foreign_key, sizeof p->foreign_key, "%s/n1.key", foreign);
+}
+
+void test_pki_destroy(test_pki *p)
+{
+    test_rmtree(p->dir);
+}
