@@ -33,7 +33,7 @@ const ink_opt ink_coordinator_options[] = {
         "keepalive event on quiet assignment streams", 100, 3600000),
     OPT(watch_stream_timeout_ms, INK_OPT_DURATION, "10m",
         "assignment streams end after this and agents resume them", 1000, 86400000),
-    OPT(rpc_threads, INK_OPT_INT, "2", "gRPC completion-queue threads", 1, 64),
+    OPT(rpc_threads, INK_OPT_INT, "1", "gRPC completion-queue threads", 1, 64),
     OPT(log_level, INK_OPT_STRING, "info", "debug, info, warn or error", 0, 0),
     OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal",
         0, 0),

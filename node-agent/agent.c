@@ -109,7 +109,6 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
         .methods = ink_agent_service_methods,
         .nmethods = ink_agent_service_nmethods,
         .ctx = a,
-        .threads = 2,
     };
     a->rpc = ink_rpc_server_start(&so, err);
     if (!a->rpc) {

@@ -64,7 +64,7 @@ typedef struct ink_rpc_server_opts {
     const ink_rpc_method *methods;
     size_t nmethods;
     void *ctx;                    /* passed to every handler */
-    int threads;                  /* completion-queue pollers; 0 = 2 */
+    int threads;                  /* completion-queue pollers; 0 = 1 */
     size_t max_message_bytes;     /* 0 = 4 MiB */
 } ink_rpc_server_opts;
 
