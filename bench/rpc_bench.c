@@ -168,7 +168,8 @@ static result run_tcp(int calls)
     int64_t start = ink_mono_ns();
     for (int i = 0; i < calls; i++) {
         int64_t t0 = ink_mono_ns();
-        if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf || read_full(fd, buf, sizeof buf) < 0) {
+        if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf ||
+            read_full(fd, buf, sizeof buf) < 0) {
             perror("tcp ping");
             exit(1);
         }
@@ -186,8 +187,8 @@ static result run_tcp(int calls)
 
 static ink_rpc_server *server(const ink_tls_files *tls, char *target, size_t tlen)
 {
-    ink_rpc_server_opts so = {.listen = "127.0.0.1:0", .tls = tls, .methods = methods,
-                              .nmethods = 1};
+    ink_rpc_server_opts so = {
+        .listen = "127.0.0.1:0", .tls = tls, .methods = methods, .nmethods = 1};
     ink_err err = {0};
     ink_rpc_server *s = ink_rpc_server_start(&so, &err);
     if (!s) {
@@ -212,8 +213,8 @@ static ink_rpc_client *client(const char *target, const ink_tls_files *tls)
 
 static void print_row(const char *name, result r)
 {
-    printf("  %-28s median %7.1f us   p99 %7.1f us   %8.0f calls/s\n", name, r.median_us,
-           r.p99_us, r.calls_per_s);
+    printf("  %-28s median %7.1f us   p99 %7.1f us   %8.0f calls/s\n", name, r.median_us, r.p99_us,
+           r.calls_per_s);
 }
 
 int main(int argc, char **argv)

@@ -11,9 +11,9 @@ typedef struct ink_backoff {
     int64_t initial_ms;
     int64_t max_ms;
     double multiplier;
-    double jitter;  /* 0..1 */
+    double jitter; /* 0..1 */
     int64_t current_ms;
-    uint64_t rng;   /* xorshift state; seeded from getrandom */
+    uint64_t rng; /* xorshift state; seeded from getrandom */
 } ink_backoff;
 
 void ink_backoff_init(ink_backoff *b, int64_t initial_ms, int64_t max_ms, double multiplier,

@@ -63,8 +63,8 @@ static int parse_with_units(const char *s, const unit *units, size_t nunits, uin
 
 int ink_parse_duration_ms(const char *s, int64_t *out)
 {
-    static const unit units[] = {{"ms", 1},      {"s", 1000}, {"m", 60000},
-                                 {"h", 3600000}, {"d", 86400000}};
+    static const unit units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
     uint64_t v;
     if (parse_with_units(s, units, INK_ARRAY_LEN(units), &v) < 0 || v > INT64_MAX)
         return -1;
@@ -74,17 +74,17 @@ int ink_parse_duration_ms(const char *s, int64_t *out)
 
 int ink_parse_size(const char *s, uint64_t *out)
 {
-    static const unit units[] = {{"", 1},           {"K", 1ULL << 10}, {"M", 1ULL << 20},
-                                 {"G", 1ULL << 30}, {"T", 1ULL << 40}, {"Ki", 1ULL << 10},
-                                 {"Mi", 1ULL << 20}, {"Gi", 1ULL << 30}};
+    static const unit units[] = {
+        {"", 1},           {"K", 1ULL << 10},  {"M", 1ULL << 20},  {"G", 1ULL << 30},
+        {"T", 1ULL << 40}, {"Ki", 1ULL << 10}, {"Mi", 1ULL << 20}, {"Gi", 1ULL << 30}};
     return parse_with_units(s, units, INK_ARRAY_LEN(units), out);
 }
 
 static int check_bounds(const ink_opt *o, int64_t v, const char *value, ink_err *err)
 {
     if (o->max > o->min && (v < o->min || v > o->max))
-        return ink_err_set(err, 0, "%s: %s out of range [%" PRId64 ", %" PRId64 "]", o->name,
-                           value, o->min, o->max);
+        return ink_err_set(err, 0, "%s: %s out of range [%" PRId64 ", %" PRId64 "]", o->name, value,
+                           o->min, o->max);
     return 0;
 }
 
@@ -126,8 +126,8 @@ static int set_opt(const ink_opt *o, void *cfg, const char *value, ink_err *err)
     case INK_OPT_SIZE: {
         uint64_t v;
         if (ink_parse_size(value, &v) < 0)
-            return ink_err_set(err, 0, "%s: '%s' is not a size (e.g. 4096, 64K, 16M, 2G)",
-                               o->name, value);
+            return ink_err_set(err, 0, "%s: '%s' is not a size (e.g. 4096, 64K, 16M, 2G)", o->name,
+                               value);
         if (v > INT64_MAX || check_bounds(o, (int64_t)v, value, err) < 0)
             return ink_err_set(err, 0, "%s: '%s' out of range", o->name, value);
         *(uint64_t *)field = v;

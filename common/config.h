@@ -20,12 +20,12 @@ typedef enum {
 } ink_opt_type;
 
 typedef struct ink_opt {
-    const char *name;  /* "listen": file key and flag --listen */
+    const char *name; /* "listen": file key and flag --listen */
     ink_opt_type type;
-    size_t offset;     /* offsetof(config struct, field) */
-    const char *def;   /* default, as text; NULL = empty string / 0 */
+    size_t offset;   /* offsetof(config struct, field) */
+    const char *def; /* default, as text; NULL = empty string / 0 */
     const char *help;
-    int64_t min, max;  /* bounds for INT/DURATION/SIZE when max > min */
+    int64_t min, max; /* bounds for INT/DURATION/SIZE when max > min */
 } ink_opt;
 
 int ink_config_defaults(const ink_opt *opts, void *cfg, ink_err *err);

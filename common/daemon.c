@@ -5,8 +5,8 @@
 
 #include "log.h"
 
-int ink_load_config(const ink_opt *opts, void *cfg, const char *default_path, int argc,
-                    char **argv, int *index, ink_err *err)
+int ink_load_config(const ink_opt *opts, void *cfg, const char *default_path, int argc, char **argv,
+                    int *index, ink_err *err)
 {
     if (ink_config_defaults(opts, cfg, err) < 0)
         return -1;

@@ -9,11 +9,10 @@
 /* Applies defaults, then the config file (--config FILE anywhere before the
  * command, else default_path if it exists), then the flags. On return
  * *index is the first argument after the flags (the command, if any). */
-int ink_load_config(const ink_opt *opts, void *cfg, const char *default_path, int argc,
-                    char **argv, int *index, ink_err *err);
+int ink_load_config(const ink_opt *opts, void *cfg, const char *default_path, int argc, char **argv,
+                    int *index, ink_err *err);
 
-int ink_setup_logging(const char *component, const char *level, const char *format,
-                      ink_err *err);
+int ink_setup_logging(const char *component, const char *level, const char *format, ink_err *err);
 
 /* Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (call before
  * starting threads, so they inherit the mask) and ignores SIGPIPE. */

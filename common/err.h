@@ -9,8 +9,8 @@
 #define INK_ERR_MSG_MAX 512
 
 typedef struct ink_err {
-    int errnum;                 /* errno of the root cause, 0 if none */
-    char msg[INK_ERR_MSG_MAX];  /* human-readable, with context */
+    int errnum;                /* errno of the root cause, 0 if none */
+    char msg[INK_ERR_MSG_MAX]; /* human-readable, with context */
 } ink_err;
 
 /* Sets the error and returns -1. When errnum != 0, ": strerror(errnum)" is

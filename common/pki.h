@@ -20,12 +20,12 @@
 #define INK_COORDINATOR_NAME "ink-coordinator"
 
 typedef struct ink_cert_info {
-    char cn[128];          /* subject commonName */
-    char ou[64];           /* subject organizationalUnitName (the role) */
+    char cn[128]; /* subject commonName */
+    char ou[64];  /* subject organizationalUnitName (the role) */
     time_t not_before;
     time_t not_after;
     bool is_ca;
-    char sha256[65];       /* hex SHA-256 of the DER certificate */
+    char sha256[65]; /* hex SHA-256 of the DER certificate */
 } ink_cert_info;
 
 /* Creates dir/ca.crt and dir/ca.key (mode 0600). Refuses to overwrite an

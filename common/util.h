@@ -29,11 +29,11 @@ void ink_fclosep(FILE **f);
         _tmp;                                                                                      \
     })
 
-int64_t ink_now_ms(void);       /* CLOCK_REALTIME, milliseconds since the epoch */
-int64_t ink_mono_ms(void);      /* CLOCK_MONOTONIC, milliseconds */
-int64_t ink_mono_ns(void);      /* CLOCK_MONOTONIC, nanoseconds */
+int64_t ink_now_ms(void);  /* CLOCK_REALTIME, milliseconds since the epoch */
+int64_t ink_mono_ms(void); /* CLOCK_MONOTONIC, milliseconds */
+int64_t ink_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
 
-void *ink_xmalloc(size_t n);    /* aborts on OOM: callers cannot recover from it */
+void *ink_xmalloc(size_t n); /* aborts on OOM: callers cannot recover from it */
 void *ink_xcalloc(size_t n, size_t sz);
 char *ink_xstrdup(const char *s);
 char *ink_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

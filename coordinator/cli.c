@@ -57,22 +57,20 @@ int ink_cmd_nodes(const ink_coordinator_config *cfg, int argc, char **argv)
             const ink_node_row *r = &rows[i];
             json_array_append_new(
                 arr,
-                json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:I,"
-                          " s:I, s:I, s:f, s:I, s:I}",
-                          "id", r->id, "state",
-                          ink_node_is_ready(r, now, cfg->node_timeout_ms) ? "ready"
-                                                                          : "unreachable",
-                          "hostname", r->hostname, "addresses", r->addresses, "agent_endpoint",
-                          r->agent_endpoint, "cpus", (json_int_t)r->cpus, "memory_bytes",
-                          (json_int_t)r->memory_bytes, "disk_bytes", (json_int_t)r->disk_bytes,
-                          "runsc_version", r->runsc_version, "kernel", r->kernel, "features",
-                          r->features, "agent_version", r->agent_version, "registered_at_ms",
-                          (json_int_t)r->registered_at_ms, "last_seen_ms",
-                          (json_int_t)r->last_seen_ms, "registrations",
-                          (json_int_t)r->registrations, "applied_revision",
-                          (json_int_t)r->applied_revision, "load1", r->load1,
-                          "memory_available_bytes", (json_int_t)r->memory_available_bytes,
-                          "workloads", (json_int_t)r->workloads));
+                json_pack(
+                    "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:I,"
+                    " s:I, s:I, s:f, s:I, s:I}",
+                    "id", r->id, "state",
+                    ink_node_is_ready(r, now, cfg->node_timeout_ms) ? "ready" : "unreachable",
+                    "hostname", r->hostname, "addresses", r->addresses, "agent_endpoint",
+                    r->agent_endpoint, "cpus", (json_int_t)r->cpus, "memory_bytes",
+                    (json_int_t)r->memory_bytes, "disk_bytes", (json_int_t)r->disk_bytes,
+                    "runsc_version", r->runsc_version, "kernel", r->kernel, "features", r->features,
+                    "agent_version", r->agent_version, "registered_at_ms",
+                    (json_int_t)r->registered_at_ms, "last_seen_ms", (json_int_t)r->last_seen_ms,
+                    "registrations", (json_int_t)r->registrations, "applied_revision",
+                    (json_int_t)r->applied_revision, "load1", r->load1, "memory_available_bytes",
+                    (json_int_t)r->memory_available_bytes, "workloads", (json_int_t)r->workloads));
         }
         char *s = json_dumps(arr, JSON_INDENT(2));
         puts(s);
@@ -145,13 +143,13 @@ int ink_cmd_pki(const ink_coordinator_config *cfg, int argc, char **argv)
         for (size_t i = 0; i < f.nsans; i++)
             sans[n++] = f.sans[i];
         if (ink_pki_init_ca(cfg->pki_dir, 3650, &err) < 0 ||
-            ink_pki_issue(cfg->pki_dir, INK_COORDINATOR_NAME, INK_ROLE_COORDINATOR, sans, n,
-                          f.days, f.out, &err) < 0) {
+            ink_pki_issue(cfg->pki_dir, INK_COORDINATOR_NAME, INK_ROLE_COORDINATOR, sans, n, f.days,
+                          f.out, &err) < 0) {
             fprintf(stderr, "ink-coordinator pki init: %s\n", err.msg);
             return 1;
         }
-        printf("CA:          %s/ca.crt (key %s/ca.key, keep it offline if you can)\n",
-               cfg->pki_dir, cfg->pki_dir);
+        printf("CA:          %s/ca.crt (key %s/ca.key, keep it offline if you can)\n", cfg->pki_dir,
+               cfg->pki_dir);
         printf("coordinator: %s/%s.crt\n", f.out, INK_COORDINATOR_NAME);
         return 0;
     }

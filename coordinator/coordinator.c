@@ -9,8 +9,13 @@
 #include "log.h"
 #include "util.h"
 
-#define OPT(field, type, def, help, ...)                                                          \
-    {#field, type, offsetof(ink_coordinator_config, field), def, help, __VA_ARGS__}
+/* OPT(field, ...) names the option after its field; OPTN gives another
+ * name (durations are named without their _ms unit: "5s" reads better). */
+#define OPTN(name, field, type, def, help, ...)                                                    \
+    {                                                                                              \
+        name, type, offsetof(ink_coordinator_config, field), def, help, __VA_ARGS__                \
+    }
+#define OPT(field, ...) OPTN(#field, field, __VA_ARGS__)
 
 const ink_opt ink_coordinator_options[] = {
     OPT(listen, INK_OPT_STRING, "127.0.0.1:7440",
@@ -25,18 +30,18 @@ const ink_opt ink_coordinator_options[] = {
     OPT(tls_key, INK_OPT_STRING, "/etc/ink/pki/ink-coordinator.key", "its private key", 0, 0),
     OPT(insecure_dev, INK_OPT_BOOL, "false",
         "plaintext gRPC without client certificates: development only", 0, 0),
-    OPT(heartbeat_interval_ms, INK_OPT_DURATION, "5s", "how often agents report status", 100,
-        600000),
-    OPT(node_timeout_ms, INK_OPT_DURATION, "20s",
-        "silence after which a node is marked unreachable", 500, 86400000),
-    OPT(watch_progress_ms, INK_OPT_DURATION, "10s",
-        "keepalive event on quiet assignment streams", 100, 3600000),
-    OPT(watch_stream_timeout_ms, INK_OPT_DURATION, "10m",
-        "assignment streams end after this and agents resume them", 1000, 86400000),
+    OPTN("heartbeat_interval", heartbeat_interval_ms, INK_OPT_DURATION, "5s",
+         "how often agents report status", 100, 600000),
+    OPTN("node_timeout", node_timeout_ms, INK_OPT_DURATION, "20s",
+         "silence after which a node is marked unreachable", 500, 86400000),
+    OPTN("watch_progress", watch_progress_ms, INK_OPT_DURATION, "10s",
+         "keepalive event on quiet assignment streams", 100, 3600000),
+    OPTN("watch_stream_timeout", watch_stream_timeout_ms, INK_OPT_DURATION, "10m",
+         "assignment streams end after this and agents resume them", 1000, 86400000),
     OPT(rpc_threads, INK_OPT_INT, "1", "gRPC completion-queue threads", 1, 64),
     OPT(log_level, INK_OPT_STRING, "info", "debug, info, warn or error", 0, 0),
-    OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal",
-        0, 0),
+    OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal", 0,
+        0),
     {0},
 };
 

@@ -53,7 +53,7 @@ typedef struct ink_coordinator {
     struct node_state {
         char id[64];
         bool ready;
-    } *known;
+    } * known;
     size_t nknown;
 } ink_coordinator;
 

@@ -48,8 +48,8 @@ static int serve(ink_coordinator_config *cfg)
     char port[16];
     snprintf(port, sizeof port, "%d", ink_rpc_server_port(c.rpc));
     LOG_INFO("coordinator started", "version", INK_VERSION, "listen", cfg->listen, "port", port,
-             "database", cfg->database, "coordinator_id", ink_store_coordinator_id(c.store),
-             "tls", cfg->insecure_dev ? "off" : "mutual");
+             "database", cfg->database, "coordinator_id", ink_store_coordinator_id(c.store), "tls",
+             cfg->insecure_dev ? "off" : "mutual");
     int sig = ink_wait_for_shutdown();
     LOG_INFO("shutting down", "signal", strsignal(sig));
     ink_coordinator_stop(&c);

@@ -112,10 +112,10 @@ static void handle_report_status(ink_rpc_call *call, const ProtobufCMessage *msg
 struct ink_watcher {
     ink_rpc_call *call;
     char node_id[64];
-    uint64_t since;      /* newest revision this stream has covered */
-    bool started;        /* first events sent */
+    uint64_t since; /* newest revision this stream has covered */
+    bool started;   /* first events sent */
     int64_t last_send_ms;
-    int64_t expires_ms;  /* end the stream then; the agent reopens it */
+    int64_t expires_ms; /* end the stream then; the agent reopens it */
     ink_watcher *next;
 };
 

@@ -12,7 +12,7 @@ struct ink_store {
     sqlite3 *db;
     pthread_mutex_t mu; /* one connection, many RPC threads */
     char coordinator_id[33];
-    uint64_t revision;  /* cache of meta.revision */
+    uint64_t revision; /* cache of meta.revision */
 };
 
 /* Schema migrations, applied in order; PRAGMA user_version records how many
@@ -94,8 +94,9 @@ static int meta_get(ink_store *s, const char *key, char *out, size_t outlen, ink
 static int meta_set(ink_store *s, const char *key, const char *value, ink_err *err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
-    if (prepare(s, "INSERT INTO meta (key, value) VALUES (?, ?) "
-                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    if (prepare(s,
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 &st, err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -161,8 +162,9 @@ int ink_store_open(const char *path, ink_store **out, ink_err *err)
     /* WAL: readers (the `nodes` CLI) never block the daemon; synchronous
      * NORMAL is crash-safe in WAL mode (a power cut may lose the last
      * transactions, never corrupt the file). */
-    if (exec_sql(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                    "PRAGMA foreign_keys = ON;",
+    if (exec_sql(s,
+                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                 "PRAGMA foreign_keys = ON;",
                  err) < 0 ||
         migrate(s, err) < 0) {
         ink_err_wrap(err, "%s", path);
@@ -257,8 +259,7 @@ int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *r, int
         sqlite3_bind_int64(st, 6, cap ? (int64_t)cap->memory_bytes : 0);
         sqlite3_bind_int64(st, 7, cap ? (int64_t)cap->disk_bytes : 0);
         sqlite3_bind_text(st, 8, r->runsc_version, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 9, r->features ? r->features->kernel_release : "", -1,
-                          SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, r->features ? r->features->kernel_release : "", -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 10, features, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 11, r->agent_version, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 12, r->instance_id, -1, SQLITE_STATIC);

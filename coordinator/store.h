@@ -17,19 +17,19 @@ typedef struct ink_store ink_store;
 typedef struct ink_node_row {
     char id[64];
     char hostname[256];
-    char addresses[512];     /* comma-separated */
+    char addresses[512]; /* comma-separated */
     char agent_endpoint[256];
     uint32_t cpus;
     uint64_t memory_bytes;
     uint64_t disk_bytes;
     char runsc_version[128];
     char kernel[128];
-    char features[256];      /* comma-separated names of present features */
+    char features[256]; /* comma-separated names of present features */
     char agent_version[32];
     char instance_id[64];
     int64_t registered_at_ms;
     int64_t last_seen_ms;
-    int64_t registrations;   /* how many times it registered */
+    int64_t registrations; /* how many times it registered */
     uint64_t applied_revision;
     double load1;
     uint64_t memory_used_bytes;

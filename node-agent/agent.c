@@ -8,12 +8,17 @@
 #include "pki.h"
 #include "util.h"
 
-#define OPT(field, type, def, help, ...)                                                          \
-    {#field, type, offsetof(ink_agent_config, field), def, help, __VA_ARGS__}
+/* OPT(field, ...) names the option after its field; OPTN gives another
+ * name (durations are named without their _ms unit: "5s" reads better). */
+#define OPTN(name, field, type, def, help, ...)                                                    \
+    {                                                                                              \
+        name, type, offsetof(ink_agent_config, field), def, help, __VA_ARGS__                      \
+    }
+#define OPT(field, ...) OPTN(#field, field, __VA_ARGS__)
 
 const ink_opt ink_agent_options[] = {
-    OPT(coordinator, INK_OPT_STRING, "127.0.0.1:7440", "NodeService address of the coordinator",
-        0, 0),
+    OPT(coordinator, INK_OPT_STRING, "127.0.0.1:7440", "NodeService address of the coordinator", 0,
+        0),
     OPT(coordinator_name, INK_OPT_STRING, INK_COORDINATOR_NAME,
         "name the coordinator's certificate must carry", 0, 0),
     OPT(node_id, INK_OPT_STRING, "",
@@ -27,18 +32,20 @@ const ink_opt ink_agent_options[] = {
     OPT(tls_ca, INK_OPT_STRING, "/etc/ink/pki/ca.crt", "cluster CA", 0, 0),
     OPT(tls_cert, INK_OPT_STRING, "/etc/ink/pki/node.crt", "this node's certificate", 0, 0),
     OPT(tls_key, INK_OPT_STRING, "/etc/ink/pki/node.key", "its private key", 0, 0),
-    OPT(insecure_dev, INK_OPT_BOOL, "false", "plaintext gRPC without certificates: development only",
-        0, 0),
-    OPT(rpc_timeout_ms, INK_OPT_DURATION, "5s", "deadline of unary calls to the coordinator", 100,
-        600000),
-    OPT(reconnect_initial_ms, INK_OPT_DURATION, "500ms", "first reconnect delay", 10, 600000),
-    OPT(reconnect_max_ms, INK_OPT_DURATION, "30s", "longest reconnect delay", 10, 3600000),
-    OPT(watch_timeout_ms, INK_OPT_DURATION, "15m",
-        "deadline of one assignment stream (it is resumed after)", 1000, 86400000),
+    OPT(insecure_dev, INK_OPT_BOOL, "false",
+        "plaintext gRPC without certificates: development only", 0, 0),
+    OPTN("rpc_timeout", rpc_timeout_ms, INK_OPT_DURATION, "5s",
+         "deadline of unary calls to the coordinator", 100, 600000),
+    OPTN("reconnect_initial", reconnect_initial_ms, INK_OPT_DURATION, "500ms",
+         "first reconnect delay", 10, 600000),
+    OPTN("reconnect_max", reconnect_max_ms, INK_OPT_DURATION, "30s", "longest reconnect delay", 10,
+         3600000),
+    OPTN("watch_timeout", watch_timeout_ms, INK_OPT_DURATION, "15m",
+         "deadline of one assignment stream (it is resumed after)", 1000, 86400000),
     OPT(runsc, INK_OPT_STRING, "runsc", "gVisor runtime binary", 0, 0),
     OPT(log_level, INK_OPT_STRING, "info", "debug, info, warn or error", 0, 0),
-    OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal",
-        0, 0),
+    OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal", 0,
+        0),
     {0},
 };
 
@@ -98,8 +105,8 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
         if (ink_pki_cert_info_file(cfg->tls_cert, &ci, err) < 0)
             goto fail;
         if (strcmp(ci.cn, a->node_id) != 0 || strcmp(ci.ou, INK_ROLE_NODE) != 0) {
-            ink_err_set(err, 0, "tls_cert %s is for '%s' (role '%s'), not node '%s'",
-                        cfg->tls_cert, ci.cn, ci.ou, a->node_id);
+            ink_err_set(err, 0, "tls_cert %s is for '%s' (role '%s'), not node '%s'", cfg->tls_cert,
+                        ci.cn, ci.ou, a->node_id);
             goto fail;
         }
     }
@@ -130,8 +137,8 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
     pthread_create(&a->session_thread, NULL, ink_session_thread, a);
     pthread_create(&a->heartbeat_thread, NULL, ink_heartbeat_thread, a);
     a->threads_running = true;
-    LOG_INFO("agent started", "node", a->node_id, "instance", a->instance_id, "listen",
-             cfg->listen, "advertise", a->advertise, "coordinator", cfg->coordinator, "revision",
+    LOG_INFO("agent started", "node", a->node_id, "instance", a->instance_id, "listen", cfg->listen,
+             "advertise", a->advertise, "coordinator", cfg->coordinator, "revision",
              LOG_U64(a->desired.revision), "desired_workloads", LOG_INT(a->desired.n), "tls",
              tlsp ? "mutual" : "off");
     return 0;

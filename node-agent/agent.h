@@ -58,11 +58,11 @@ typedef struct ink_agent {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stopping;
-    bool need_register;      /* session must (re-)register before watching */
-    bool coordinator_up;     /* last call reached it; for transition logs */
+    bool need_register;  /* session must (re-)register before watching */
+    bool coordinator_up; /* last call reached it; for transition logs */
     int64_t heartbeat_ms;
-    uint64_t registrations;  /* successful registrations by this process */
-    ink_rpc_stream *watch;   /* open watch stream, to cancel on shutdown */
+    uint64_t registrations; /* successful registrations by this process */
+    ink_rpc_stream *watch;  /* open watch stream, to cancel on shutdown */
     ink_desired desired;
 
     pthread_t session_thread, heartbeat_thread;

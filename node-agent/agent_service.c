@@ -96,8 +96,7 @@ static void handle_exec(ink_rpc_call *call, const ProtobufCMessage *msg, void *c
 
 const ink_rpc_method ink_agent_service_methods[] = {
     {"/ink.v1.AgentService/Ping", &ink__v1__ping_request__descriptor, false, handle_ping},
-    {"/ink.v1.AgentService/GetLogs", &ink__v1__get_logs_request__descriptor, true,
-     handle_get_logs},
+    {"/ink.v1.AgentService/GetLogs", &ink__v1__get_logs_request__descriptor, true, handle_get_logs},
     {"/ink.v1.AgentService/Exec", &ink__v1__exec_request__descriptor, false, handle_exec},
     {"/ink.v1.AgentService/GetMetrics", &ink__v1__get_metrics_request__descriptor, false,
      handle_get_metrics},

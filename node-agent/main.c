@@ -61,8 +61,8 @@ int main(int argc, char **argv)
     ink_agent_config cfg = {0};
     ink_err err = {0};
     int idx = 1;
-    if (ink_load_config(ink_agent_options, &cfg, INK_AGENT_DEFAULT_CONFIG, argc, argv, &idx,
-                        &err) < 0 ||
+    if (ink_load_config(ink_agent_options, &cfg, INK_AGENT_DEFAULT_CONFIG, argc, argv, &idx, &err) <
+            0 ||
         ink_setup_logging("agent", cfg.log_level, cfg.log_format, &err) < 0) {
         fprintf(stderr, "ink-agent: %s\n", err.msg);
         ink_config_free(ink_agent_options, &cfg);

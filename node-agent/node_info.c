@@ -173,9 +173,8 @@ void ink_node_usage_collect(Ink__V1__NodeUsage *u, const char *state_dir)
     if (ink_read_file("/proc/meminfo", 65536, &text, NULL, NULL) == 0) {
         uint64_t total = meminfo_field(text, "MemTotal:");
         u->memory_available_bytes = meminfo_field(text, "MemAvailable:");
-        u->memory_used_bytes = total > u->memory_available_bytes
-                                   ? total - u->memory_available_bytes
-                                   : 0;
+        u->memory_used_bytes =
+            total > u->memory_available_bytes ? total - u->memory_available_bytes : 0;
         free(text);
     }
     struct statvfs vfs;

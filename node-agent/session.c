@@ -89,9 +89,9 @@ static int do_register(ink_agent *a, ink_rpc_status *st)
     req.instance_id = a->instance_id;
 
     ProtobufCMessage *resp = NULL;
-    int rc = ink_rpc_unary(a->coordinator, REGISTER_PATH, &req.base,
-                           &ink__v1__register_response__descriptor, &resp, a->cfg->rpc_timeout_ms,
-                           st);
+    int rc =
+        ink_rpc_unary(a->coordinator, REGISTER_PATH, &req.base,
+                      &ink__v1__register_response__descriptor, &resp, a->cfg->rpc_timeout_ms, st);
     ink_node_info_free(&info);
     if (rc < 0)
         return -1;
@@ -100,18 +100,17 @@ static int do_register(ink_agent *a, ink_rpc_status *st)
     a->heartbeat_ms = r->heartbeat_interval_ms ? r->heartbeat_interval_ms : 5000;
     a->need_register = false;
     a->registrations++;
-    bool new_coordinator = a->desired.coordinator_id[0] &&
-                           strcmp(a->desired.coordinator_id, r->coordinator_id) != 0;
-    snprintf(a->desired.coordinator_id, sizeof a->desired.coordinator_id, "%s",
-             r->coordinator_id);
+    bool new_coordinator =
+        a->desired.coordinator_id[0] && strcmp(a->desired.coordinator_id, r->coordinator_id) != 0;
+    snprintf(a->desired.coordinator_id, sizeof a->desired.coordinator_id, "%s", r->coordinator_id);
     pthread_cond_broadcast(&a->cond);
     pthread_mutex_unlock(&a->mu);
     if (new_coordinator)
         LOG_WARN("coordinator identity changed (new or restored database): taking its snapshot",
                  "coordinator_id", r->coordinator_id);
-    LOG_INFO("registered", "node", a->node_id, "coordinator", a->cfg->coordinator,
-             "coordinator_id", r->coordinator_id, "heartbeat_ms",
-             LOG_INT(r->heartbeat_interval_ms), "revision", LOG_U64(r->revision));
+    LOG_INFO("registered", "node", a->node_id, "coordinator", a->cfg->coordinator, "coordinator_id",
+             r->coordinator_id, "heartbeat_ms", LOG_INT(r->heartbeat_interval_ms), "revision",
+             LOG_U64(r->revision));
     protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
 }
@@ -125,8 +124,8 @@ static void log_event(const Ink__V1__WatchEvent *ev)
         break;
     case INK__V1__WATCH_EVENT__KIND__UPSERT:
         LOG_INFO("workload wanted", "revision", LOG_U64(ev->revision), "workload",
-                 ev->assignments[0]->workload_id, "image", ev->assignments[0]->image,
-                 "generation", LOG_U64(ev->assignments[0]->generation));
+                 ev->assignments[0]->workload_id, "image", ev->assignments[0]->image, "generation",
+                 LOG_U64(ev->assignments[0]->generation));
         break;
     case INK__V1__WATCH_EVENT__KIND__DELETE:
         LOG_INFO("workload no longer wanted", "revision", LOG_U64(ev->revision), "workload",
@@ -147,9 +146,9 @@ static grpc_status_code run_watch(ink_agent *a)
     pthread_mutex_unlock(&a->mu);
 
     ink_rpc_status st = {0};
-    ink_rpc_stream *s = ink_rpc_stream_open(a->coordinator, WATCH_PATH, &req.base,
-                                            &ink__v1__watch_event__descriptor,
-                                            a->cfg->watch_timeout_ms, &st);
+    ink_rpc_stream *s =
+        ink_rpc_stream_open(a->coordinator, WATCH_PATH, &req.base,
+                            &ink__v1__watch_event__descriptor, a->cfg->watch_timeout_ms, &st);
     if (!s)
         return st.code;
     pthread_mutex_lock(&a->mu);

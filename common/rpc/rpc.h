@@ -59,13 +59,13 @@ typedef struct ink_rpc_method {
 } ink_rpc_method;
 
 typedef struct ink_rpc_server_opts {
-    const char *listen;           /* "host:port"; port 0 picks a free port */
-    const ink_tls_files *tls;     /* NULL = plaintext */
+    const char *listen;       /* "host:port"; port 0 picks a free port */
+    const ink_tls_files *tls; /* NULL = plaintext */
     const ink_rpc_method *methods;
     size_t nmethods;
-    void *ctx;                    /* passed to every handler */
-    int threads;                  /* completion-queue pollers; 0 = 1 */
-    size_t max_message_bytes;     /* 0 = 4 MiB */
+    void *ctx;                /* passed to every handler */
+    int threads;              /* completion-queue pollers; 0 = 1 */
+    size_t max_message_bytes; /* 0 = 4 MiB */
 } ink_rpc_server_opts;
 
 ink_rpc_server *ink_rpc_server_start(const ink_rpc_server_opts *opts, ink_err *err);
@@ -107,10 +107,10 @@ typedef struct ink_rpc_client ink_rpc_client;
 typedef struct ink_rpc_stream ink_rpc_stream;
 
 typedef struct ink_rpc_client_opts {
-    const char *target;           /* "host:port" */
-    const ink_tls_files *tls;     /* NULL = plaintext */
-    const char *server_name;      /* name the server certificate must carry */
-    size_t max_message_bytes;     /* 0 = 4 MiB */
+    const char *target;       /* "host:port" */
+    const ink_tls_files *tls; /* NULL = plaintext */
+    const char *server_name;  /* name the server certificate must carry */
+    size_t max_message_bytes; /* 0 = 4 MiB */
 } ink_rpc_client_opts;
 
 ink_rpc_client *ink_rpc_client_new(const ink_rpc_client_opts *opts, ink_err *err);

@@ -20,17 +20,15 @@ ink_rpc_client *ink_rpc_client_new(const ink_rpc_client_opts *o, ink_err *err)
         return NULL;
     grpc_arg args[8];
     size_t n = 0;
-    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                           .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                           .value.integer = (int)(o->max_message_bytes ? o->max_message_bytes
-                                                                       : 4u << 20)};
+    args[n++] =
+        (grpc_arg){.type = GRPC_ARG_INTEGER,
+                   .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                   .value.integer = (int)(o->max_message_bytes ? o->max_message_bytes : 4u << 20)};
     /* Notice a dead peer within ~30 s even on an idle watch stream. */
-    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                           .key = GRPC_ARG_KEEPALIVE_TIME_MS,
-                           .value.integer = 20000};
-    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                           .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                           .value.integer = 10000};
+    args[n++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 20000};
+    args[n++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 10000};
     args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                            .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
                            .value.integer = 1};
@@ -40,9 +38,8 @@ ink_rpc_client *ink_rpc_client_new(const ink_rpc_client_opts *o, ink_err *err)
     args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                            .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                            .value.integer = 500};
-    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                           .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                           .value.integer = 5000};
+    args[n++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 5000};
     if (o->server_name && *o->server_name) {
         args[n++] = (grpc_arg){.type = GRPC_ARG_STRING,
                                .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
@@ -138,8 +135,7 @@ int ink_rpc_unary(ink_rpc_client *c, const char *path, const ProtobufCMessage *r
     if (e != GRPC_CALL_OK) {
         set_status(st, GRPC_STATUS_INTERNAL, "cannot start call");
     } else {
-        grpc_event ev =
-            grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
             set_status(st, GRPC_STATUS_INTERNAL, "call failed in transport");
         } else if (code != GRPC_STATUS_OK) {
@@ -178,7 +174,7 @@ struct ink_rpc_stream {
     grpc_metadata_array initial_md, trailing_md;
     grpc_status_code code;
     grpc_slice details;
-    int outstanding;          /* batches started and not yet completed */
+    int outstanding; /* batches started and not yet completed */
     bool initial_md_asked;
     bool status_done;
     bool ended;
@@ -190,7 +186,8 @@ struct ink_rpc_stream {
 static void stream_wait(ink_rpc_stream *s, int tag)
 {
     while (s->outstanding > 0) {
-        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         s->outstanding--;

@@ -46,7 +46,8 @@ gpr_timespec ink_rpc_deadline(int64_t timeout_ms)
 {
     if (timeout_ms <= 0)
         timeout_ms = 1;
-    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                        gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 }
 
 grpc_byte_buffer *ink_rpc_pack(const ProtobufCMessage *m)

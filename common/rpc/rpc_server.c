@@ -54,13 +54,13 @@ struct ink_rpc_call {
 
     pthread_mutex_t mu;
     int refs;
-    bool in_handler;          /* the handler is running */
-    bool handler_kept;        /* ... and took a reference */
+    bool in_handler;   /* the handler is running */
+    bool handler_kept; /* ... and took a reference */
     bool initial_md_sent;
     bool send_in_flight;
-    bool status_queued;       /* finish() was called */
+    bool status_queued; /* finish() was called */
     bool status_started;
-    bool over;                /* RECV_CLOSE_ON_SERVER completed */
+    bool over; /* RECV_CLOSE_ON_SERVER completed */
     queued_msg *head, *tail;
     size_t queued;
     grpc_byte_buffer *sending; /* buffer of the batch in flight */
@@ -459,8 +459,8 @@ static void request_next_call(ink_rpc_server *s)
     c->tag_recv = (rpc_tag){on_recv, c};
     c->tag_send = (rpc_tag){on_send, c};
     c->tag_close = (rpc_tag){on_close, c};
-    grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details,
-                                                 &c->request_md, s->cq, s->cq, &c->tag_request);
+    grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md,
+                                                 s->cq, s->cq, &c->tag_request);
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("rpc: cannot accept calls", "error", LOG_INT(e));
         call_free(c);
@@ -483,7 +483,8 @@ static void *poller(void *arg)
 {
     ink_rpc_server *s = arg;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
@@ -513,10 +514,10 @@ ink_rpc_server *ink_rpc_server_start(const ink_rpc_server_opts *o, ink_err *err)
     s->shutdown_tag = (rpc_tag){on_shutdown, s};
 
     grpc_arg args[4];
-    args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
-                         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                         .value.integer = (int)(o->max_message_bytes ? o->max_message_bytes
-                                                                     : 4u << 20)};
+    args[0] =
+        (grpc_arg){.type = GRPC_ARG_INTEGER,
+                   .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                   .value.integer = (int)(o->max_message_bytes ? o->max_message_bytes : 4u << 20)};
     /* Agents keep their channel alive with pings; allow them. */
     args[1] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
@@ -526,7 +527,8 @@ ink_rpc_server *ink_rpc_server_start(const ink_rpc_server_opts *o, ink_err *err)
                          .value.integer = 1};
     /* gRPC sets SO_REUSEPORT by default, which lets a second daemon bind
      * the same port and silently take half the connections. */
-    args[3] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0};
+    args[3] =
+        (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0};
     grpc_channel_args cargs = {.num_args = 4, .args = args};
     s->server = grpc_server_create(&cargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);

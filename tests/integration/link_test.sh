@@ -24,8 +24,8 @@ pki_dir = $PKI
 tls_ca = $PKI/ca.crt
 tls_cert = $PKI/ink-coordinator.crt
 tls_key = $PKI/ink-coordinator.key
-heartbeat_interval_ms = 300ms
-node_timeout_ms = 2s
+heartbeat_interval = 300ms
+node_timeout = 2s
 CONF
 C=("$COORD" --config "$T/coordinator.conf")
 start_coordinator() {
@@ -41,7 +41,7 @@ ok "coordinator up on 127.0.0.1:$PORT (mTLS)"
 
 A=("$AGENT" --node-id=node-a --coordinator="127.0.0.1:$PORT" --listen=127.0.0.1:0
 	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-a.crt"
-	--tls-key="$PKI/node-a.key" --reconnect-initial-ms=100ms --reconnect-max-ms=1s)
+	--tls-key="$PKI/node-a.key" --reconnect-initial=100ms --reconnect-max=1s)
 start_agent() {
 	"${A[@]}" run >>"$T/agent.log" 2>&1 &
 	AGENT_PID=$!

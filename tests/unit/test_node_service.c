@@ -62,8 +62,8 @@ static int setup(void **state)
     ink_config_set(ink_coordinator_options, &f->cfg, "tls_ca", f->pki.ca, &err);
     ink_config_set(ink_coordinator_options, &f->cfg, "tls_cert", f->pki.coord_crt, &err);
     ink_config_set(ink_coordinator_options, &f->cfg, "tls_key", f->pki.coord_key, &err);
-    ink_config_set(ink_coordinator_options, &f->cfg, "heartbeat_interval_ms", "200ms", &err);
-    ink_config_set(ink_coordinator_options, &f->cfg, "watch_progress_ms", "200ms", &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "heartbeat_interval", "200ms", &err);
+    ink_config_set(ink_coordinator_options, &f->cfg, "watch_progress", "200ms", &err);
     start_coordinator(f);
     *state = f;
     return 0;
@@ -264,11 +264,11 @@ static void agent_start(fixture *f, agent_fixture *af)
     assert_int_equal(ink_config_defaults(ink_agent_options, &af->cfg, &err), 0);
     snprintf(af->state_dir, sizeof af->state_dir, "%s/agent", f->pki.dir);
     const char *set[][2] = {
-        {"coordinator", f->listen},  {"node_id", "n1"},
-        {"listen", "127.0.0.1:0"},   {"state_dir", af->state_dir},
-        {"tls_ca", f->pki.ca},       {"tls_cert", f->pki.node_crt},
-        {"tls_key", f->pki.node_key}, {"reconnect_initial_ms", "50ms"},
-        {"reconnect_max_ms", "300ms"}, {"runsc", "/nonexistent/runsc"},
+        {"coordinator", f->listen},   {"node_id", "n1"},
+        {"listen", "127.0.0.1:0"},    {"state_dir", af->state_dir},
+        {"tls_ca", f->pki.ca},        {"tls_cert", f->pki.node_crt},
+        {"tls_key", f->pki.node_key}, {"reconnect_initial", "50ms"},
+        {"reconnect_max", "300ms"},   {"runsc", "/nonexistent/runsc"},
     };
     for (size_t i = 0; i < INK_ARRAY_LEN(set); i++)
         assert_int_equal(ink_config_set(ink_agent_options, &af->cfg, set[i][0], set[i][1], &err),
@@ -317,8 +317,8 @@ static bool node_reported(void *arg)
     fixture *f = arg;
     ink_node_row row;
     ink_err err = {0};
-    return ink_store_get_node(f->coord.store, "n1", &row, &err) == 0 &&
-           row.applied_revision >= 2 && row.workloads == 2;
+    return ink_store_get_node(f->coord.store, "n1", &row, &err) == 0 && row.applied_revision >= 2 &&
+           row.workloads == 2;
 }
 
 static void test_agent_session(void **state)

@@ -23,9 +23,9 @@
 
 typedef struct service_state {
     pthread_mutex_t mu;
-    int done_calls;         /* on_done callbacks seen */
-    ink_rpc_call *held;     /* a follow stream kept open */
-    ink_rpc_call *async;    /* a unary call answered later */
+    int done_calls;      /* on_done callbacks seen */
+    ink_rpc_call *held;  /* a follow stream kept open */
+    ink_rpc_call *async; /* a unary call answered later */
 } service_state;
 
 static service_state svc;
@@ -45,7 +45,8 @@ static void handle_echo(ink_rpc_call *call, const ProtobufCMessage *msg, void *c
 {
     const Ink__V1__PingRequest *req = (const Ink__V1__PingRequest *)msg;
     char payload[64] = "";
-    snprintf(payload, sizeof payload, "%.*s", (int)req->payload.len, (const char *)req->payload.data);
+    snprintf(payload, sizeof payload, "%.*s", (int)req->payload.len,
+             (const char *)req->payload.data);
     if (strcmp(payload, "fail") == 0) {
         ink_rpc_finish(call, GRPC_STATUS_NOT_FOUND, "no such thing: %s", "widget");
         return;
@@ -467,7 +468,9 @@ static void test_bad_tls_files(void **state)
     ink_err err = {0};
     /* Certificate and key that do not belong together. */
     ink_tls_files tls = {f->pki.ca, f->pki.node_crt, f->pki.node2_key};
-    ink_rpc_server_opts so = {.listen = "127.0.0.1:0", .tls = &tls, .methods = methods,
+    ink_rpc_server_opts so = {.listen = "127.0.0.1:0",
+                              .tls = &tls,
+                              .methods = methods,
                               .nmethods = INK_ARRAY_LEN(methods)};
     assert_null(ink_rpc_server_start(&so, &err));
     assert_non_null(strstr(err.msg, "does not match"));
@@ -480,8 +483,8 @@ static void test_bad_tls_files(void **state)
 static void test_listen_in_use(void **state)
 {
     fixture *f = *state;
-    ink_rpc_server_opts so = {.listen = f->target, .methods = methods,
-                              .nmethods = INK_ARRAY_LEN(methods)};
+    ink_rpc_server_opts so = {
+        .listen = f->target, .methods = methods, .nmethods = INK_ARRAY_LEN(methods)};
     ink_err err = {0};
     assert_null(ink_rpc_server_start(&so, &err));
     assert_non_null(strstr(err.msg, "cannot listen"));

@@ -190,12 +190,12 @@ static void test_revisions_and_snapshot(void **state)
 static void test_resume_sends_exactly_the_changes(void **state)
 {
     fixture *f = *state;
-    put(f->s, "n1", "w1", 1);                     /* 1 */
-    put(f->s, "n2", "x1", 1);                     /* 2 */
-    put(f->s, "n1", "w2", 1);                     /* 3 */
+    put(f->s, "n1", "w1", 1); /* 1 */
+    put(f->s, "n2", "x1", 1); /* 2 */
+    put(f->s, "n1", "w2", 1); /* 3 */
     ink_err err = {0};
     assert_true(ink_store_delete_assignment(f->s, "n1", "w1", &err) == 4);
-    put(f->s, "n2", "x2", 1);                     /* 5 */
+    put(f->s, "n2", "x2", 1); /* 5 */
     ink_watch_batch b;
     assert_int_equal(ink_store_watch_events(f->s, "n1", 1, false, 100, &b, &err), 0);
     assert_int_equal(b.n, 2);

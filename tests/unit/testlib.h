@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 typedef struct test_pki {
-    char dir[128];          /* scratch dir holding everything below */
-    char ca[192];           /* pki/ca.crt */
+    char dir[128]; /* scratch dir holding everything below */
+    char ca[192];  /* pki/ca.crt */
     char coord_crt[192], coord_key[192];
     char node_crt[192], node_key[192];       /* node "n1" */
     char node2_crt[192], node2_key[192];     /* node "n2" */
