@@ -35,7 +35,14 @@ static void human_age(int64_t ms, char *out, size_t outlen)
 
 int ink_cmd_nodes(const ink_coordinator_config *cfg, int argc, char **argv)
 {
-    bool json = argc > 0 && strcmp(argv[0], "--json") == 0;
+    bool json = false;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") != 0) {
+            fprintf(stderr, "usage: ink-coordinator nodes [--json]\n");
+            return 2;
+        }
+        json = true;
+    }
     ink_store *store;
     ink_err err = {0};
     if (ink_store_open(cfg->database, &store, &err) < 0) {

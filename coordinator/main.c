@@ -87,6 +87,16 @@ int main(int argc, char **argv)
     const char *cmd = idx < argc ? argv[idx] : "serve";
     int rc;
     if (strcmp(cmd, "serve") == 0) {
+        /* Flags may follow the command too: `serve --listen=...`. */
+        int rest = idx + 1;
+        if (idx < argc &&
+            (ink_config_parse_args(ink_coordinator_options, &cfg, argc, argv, &rest, &err) < 0 ||
+             rest < argc)) {
+            fprintf(stderr, "ink-coordinator serve: %s\n",
+                    err.msg[0] ? err.msg : "unexpected argument");
+            ink_config_free(ink_coordinator_options, &cfg);
+            return 2;
+        }
         rc = serve(&cfg);
     } else if (strcmp(cmd, "nodes") == 0) {
         rc = ink_cmd_nodes(&cfg, argc - idx - 1, argv + idx + 1);

@@ -71,6 +71,15 @@ int main(int argc, char **argv)
     const char *cmd = idx < argc ? argv[idx] : "run";
     int rc;
     if (strcmp(cmd, "run") == 0) {
+        /* Flags may follow the command too: `run --node-id=...`. */
+        int rest = idx + 1;
+        if (idx < argc &&
+            (ink_config_parse_args(ink_agent_options, &cfg, argc, argv, &rest, &err) < 0 ||
+             rest < argc)) {
+            fprintf(stderr, "ink-agent run: %s\n", err.msg[0] ? err.msg : "unexpected argument");
+            ink_config_free(ink_agent_options, &cfg);
+            return 2;
+        }
         rc = run(&cfg);
     } else {
         fprintf(stderr, "ink-agent: unknown command '%s'\n\n", cmd);
