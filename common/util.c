@@ -90,12 +90,21 @@ int ink_read_file(const char *path, size_t max, char **out, size_t *len, ink_err
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return ink_err_set(err, errno, "open %s", path);
-    size_t cap = 4096, n = 0;
+    size_t cap = max < 4096 ? max : 4096, n = 0;
     cleanup_free char *buf = ink_xmalloc(cap + 1);
     for (;;) {
         if (n == cap) {
-            if (cap >= max)
-                return ink_err_set(err, EFBIG, "read %s: larger than %zu bytes", path, max);
+            if (cap >= max) {
+                /* Full: fine only if the file ends exactly here. */
+                char extra;
+                ssize_t r = read(fd, &extra, 1);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r != 0)
+                    return ink_err_set(err, r < 0 ? errno : EFBIG, "read %s: larger than %zu bytes",
+                                       path, max);
+                break;
+            }
             cap = cap * 2 > max ? max : cap * 2;
             char *nb = realloc(buf, cap + 1);
             if (!nb)
