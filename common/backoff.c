@@ -29,6 +29,10 @@ int64_t ink_backoff_next(ink_backoff *b)
     double spread = base * b->jitter;
     double delay = base - spread + 2.0 * spread * next_unit(b);
     double grown = base * b->multiplier;
+    /* Small delays with a small multiplier must still grow (1 ms * 1.5
+     * would truncate back to 1 ms forever). */
+    if (b->multiplier > 1.0 && grown < base + 1)
+        grown = base + 1;
     b->current_ms = grown > (double)b->max_ms ? b->max_ms : (int64_t)grown;
     return delay < 1 ? 1 : (int64_t)delay;
 }

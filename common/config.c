@@ -140,7 +140,11 @@ static int set_opt(const ink_opt *o, void *cfg, const char *value, ink_err *err)
 int ink_config_defaults(const ink_opt *opts, void *cfg, ink_err *err)
 {
     for (const ink_opt *o = opts; o->name; o++) {
-        if (set_opt(o, cfg, o->def ? o->def : (o->type == INK_OPT_STRING ? "" : "0"), err) < 0)
+        const char *zero = o->type == INK_OPT_STRING     ? ""
+                           : o->type == INK_OPT_DURATION ? "0ms"
+                           : o->type == INK_OPT_BOOL     ? "false"
+                                                         : "0";
+        if (set_opt(o, cfg, o->def ? o->def : zero, err) < 0)
             return ink_err_wrap(err, "built-in default");
     }
     return 0;

@@ -12,14 +12,15 @@ int ink_load_config(const ink_opt *opts, void *cfg, const char *default_path, in
         return -1;
     const char *path = default_path;
     bool explicit_path = false;
-    /* --config is not an option of the table: find it first, so that flags
-     * given before or after it still win over the file. */
+    /* --config is not an option of the table: find it first (anywhere up
+     * to "--", since flag values and the command may precede it), so that
+     * flags given before or after it still win over the file. */
     int first = *index;
-    for (int i = first; i < argc; i++) {
-        if (strncmp(argv[i], "--", 2) != 0 || strcmp(argv[i], "--") == 0)
-            break;
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            path = argv[i + 1];
+    for (int i = first; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc)
+                return ink_err_set(err, 0, "flag '--config' needs a value");
+            path = argv[++i];
             explicit_path = true;
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             path = argv[i] + 9;

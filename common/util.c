@@ -177,8 +177,13 @@ int ink_mkdir_p(const char *path, unsigned mode, ink_err *err)
         if (*s == '/' || *s == '\0') {
             char c = *s;
             *s = '\0';
-            if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return ink_err_set(err, errno, "mkdir %s", p);
+            if (mkdir(p, mode) < 0) {
+                struct stat st;
+                if (errno != EEXIST)
+                    return ink_err_set(err, errno, "mkdir %s", p);
+                if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+                    return ink_err_set(err, ENOTDIR, "mkdir %s", p);
+            }
             *s = c;
             if (c == '\0')
                 break;

@@ -1,6 +1,8 @@
 /* Unit tests for common/err.c, common/util.c, common/backoff.c and common/log.c. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
@@ -12,7 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include <cmocka.h>
 
@@ -539,11 +540,11 @@ static void test_backoff_jitter_bounds(void **state)
     (void)state;
     ink_backoff b;
     const double jitter = 0.2;
-    ink_backoff_init(&b, 100, 10000, 1.5, jitter);
+    ink_backoff_init(&b, 100, 10000, 2.0, jitter);
     double nominal = 100;
     int64_t lo_seen = INT64_MAX, hi_seen = 0;
     for (int i = 0; i < 1000; i++) {
-        if (i % 20 == 0) {
+        if (i % 10 == 0) {
             ink_backoff_reset(&b);
             nominal = 100;
         }
@@ -557,7 +558,7 @@ static void test_backoff_jitter_bounds(void **state)
             lo_seen = d < lo_seen ? d : lo_seen;
             hi_seen = d > hi_seen ? d : hi_seen;
         }
-        nominal = nominal * 1.5 > 10000 ? 10000 : floor(nominal * 1.5);
+        nominal = nominal * 2 > 10000 ? 10000 : nominal * 2;
     }
     /* The jitter actually spreads the values. */
     assert_true(lo_seen < 95);
