@@ -541,10 +541,18 @@ static void test_server_stop_ends_streams(void **state)
     protobuf_c_message_free_unpacked(m, NULL);
     /* Stop the server with a stream held open by its handler: after the
      * grace period the stream is cancelled and the client hears it. */
-    pthread_mutex_lock(&svc.mu);
-    ink_rpc_call *held = svc.held;
-    svc.held = NULL;
-    pthread_mutex_unlock(&svc.mu);
+    /* The handler stores the call after sending the first message: wait
+     * for it rather than race it. */
+    ink_rpc_call *held = NULL;
+    for (int i = 0; i < 500 && !held; i++) {
+        pthread_mutex_lock(&svc.mu);
+        held = svc.held;
+        svc.held = NULL;
+        pthread_mutex_unlock(&svc.mu);
+        if (!held)
+            usleep(10 * 1000);
+    }
+    assert_non_null(held);
     ink_rpc_server_stop(f->server, 100);
     f->server = NULL;
     assert_int_equal(ink_rpc_stream_next(s, &m, &st), -1);
