@@ -1,0 +1,393 @@
+#include "runsc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define CAPTURE_MAX (256 * 1024)
+
+const char *ink_sandbox_status_name(ink_sandbox_status s)
+{
+    static const char *names[] = {"unknown", "created", "running", "paused", "stopped"};
+    return (size_t)s < INK_ARRAY_LEN(names) ? names[s] : "unknown";
+}
+
+/* One runsc invocation. The workload's stdio (for run) or capture pipes. */
+typedef struct cmd {
+    const ink_runsc *r;
+    const char *args[24]; /* after the global flags */
+    size_t nargs;
+    char *const *extra;       /* exec: the command inside the sandbox */
+    int stdout_fd, stderr_fd; /* -1: capture */
+    bool netns_trick;         /* run: private mount ns with tmpfs on /proc/sys/net */
+    const char *log_path;     /* --log */
+    int64_t timeout_ms;
+    size_t max_output;
+    /* results */
+    int status;
+    bool timed_out, truncated;
+    char *out, *errout;
+    size_t out_len, err_len;
+} cmd;
+
+static void child_exec(cmd *c, int out_fd, int err_fd)
+{
+    if (c->netns_trick) {
+        /* This runsc refuses to start netstack when /proc/sys/net/core
+         * exists in the namespace it sees (see shared notes): hide it in a
+         * private mount namespace that only this runsc and its sandbox use. */
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("tmpfs", "/proc/sys/net", "tmpfs", MS_NOSUID | MS_NODEV, NULL) < 0) {
+            dprintf(err_fd, "ink: preparing the mount namespace for runsc: %s\n", strerror(errno));
+            _exit(127);
+        }
+    }
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0)
+        dup2(devnull, STDIN_FILENO);
+    if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(err_fd, STDERR_FILENO) < 0)
+        _exit(127);
+    /* Nothing of the agent's leaks into the sandbox. */
+    for (int fd = 3; fd < 1024; fd++)
+        close(fd);
+    const char *argv[64];
+    size_t n = 0;
+    argv[n++] = c->r->binary;
+    char root[4096], network[64], log[4096];
+    snprintf(root, sizeof root, "--root=%s", c->r->root);
+    argv[n++] = root;
+    static const char *nets[] = {"none", "sandbox", "host"};
+    snprintf(network, sizeof network, "--network=%s", nets[c->r->network]);
+    argv[n++] = network;
+    if (c->log_path) {
+        snprintf(log, sizeof log, "--log=%s", c->log_path);
+        argv[n++] = log;
+        argv[n++] = "--log-format=json";
+    }
+    for (size_t i = 0; i < c->nargs; i++)
+        argv[n++] = c->args[i];
+    for (size_t i = 0; c->extra && c->extra[i] && n < INK_ARRAY_LEN(argv) - 1; i++)
+        argv[n++] = c->extra[i];
+    argv[n] = NULL;
+    execvp(c->r->binary, (char *const *)argv);
+    dprintf(STDERR_FILENO, "ink: exec %s: %s\n", c->r->binary, strerror(errno));
+    _exit(127);
+}
+
+static void append(char **buf, size_t *len, const char *data, size_t n, size_t max, bool *cut)
+{
+    if (*len + n > max) {
+        n = *len < max ? max - *len : 0;
+        *cut = true;
+    }
+    char *nb = realloc(*buf, *len + n + 1);
+    if (!nb)
+        abort();
+    memcpy(nb + *len, data, n);
+    *len += n;
+    nb[*len] = '\0';
+    *buf = nb;
+}
+
+static int run_cmd(cmd *c, ink_err *err)
+{
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    if ((c->stdout_fd < 0 && pipe2(outp, O_CLOEXEC) < 0) ||
+        (c->stderr_fd < 0 && pipe2(errp, O_CLOEXEC) < 0))
+        return ink_err_set(err, errno, "pipe");
+    c->out = ink_xstrdup("");
+    c->errout = ink_xstrdup("");
+    pid_t pid = fork();
+    if (pid < 0)
+        return ink_err_set(err, errno, "fork");
+    if (pid == 0)
+        child_exec(c, c->stdout_fd >= 0 ? c->stdout_fd : outp[1],
+                   c->stderr_fd >= 0 ? c->stderr_fd : errp[1]);
+    if (outp[1] >= 0)
+        close(outp[1]);
+    if (errp[1] >= 0)
+        close(errp[1]);
+    int64_t deadline = ink_mono_ms() + (c->timeout_ms > 0 ? c->timeout_ms : DEFAULT_TIMEOUT_MS);
+    size_t max = c->max_output ? c->max_output : CAPTURE_MAX;
+    struct pollfd pfd[2] = {{.fd = outp[0], .events = POLLIN}, {.fd = errp[0], .events = POLLIN}};
+    while (pfd[0].fd >= 0 || pfd[1].fd >= 0) {
+        int64_t left = deadline - ink_mono_ms();
+        if (left <= 0) {
+            c->timed_out = true;
+            kill(pid, SIGKILL);
+            break;
+        }
+        int pr = poll(pfd, 2, (int)left);
+        if (pr < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            char buf[8192];
+            ssize_t got = read(pfd[i].fd, buf, sizeof buf);
+            if (got <= 0) {
+                close(pfd[i].fd);
+                pfd[i].fd = -1;
+                continue;
+            }
+            if (i == 0)
+                append(&c->out, &c->out_len, buf, (size_t)got, max, &c->truncated);
+            else
+                append(&c->errout, &c->err_len, buf, (size_t)got, max, &c->truncated);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (pfd[i].fd >= 0)
+            close(pfd[i].fd);
+    }
+    /* With stdio handed to the workload there is nothing to read: wait for
+     * runsc itself, within the same deadline. */
+    for (;;) {
+        pid_t w = waitpid(pid, &c->status, WNOHANG);
+        if (w == pid)
+            break;
+        if (w < 0 && errno != EINTR)
+            return ink_err_set(err, errno, "waitpid runsc");
+        if (ink_mono_ms() >= deadline && !c->timed_out) {
+            c->timed_out = true;
+            kill(pid, SIGKILL);
+        }
+        usleep(2000);
+    }
+    return 0;
+}
+
+static void cmd_free(cmd *c)
+{
+    free(c->out);
+    free(c->errout);
+}
+
+/* The last error runsc logged (JSON lines in --log), or its stderr. */
+static void runsc_error(cmd *c, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    const char *text = c->errout;
+    cleanup_free char *log = NULL;
+    if (c->log_path && ink_read_file(c->log_path, 1 << 20, &log, NULL, NULL) == 0) {
+        char *save = NULL;
+        for (char *line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            json_t *j = json_loads(line, 0, NULL);
+            const char *lvl = json_string_value(json_object_get(j, "level"));
+            const char *msg = json_string_value(json_object_get(j, "msg"));
+            if (lvl && msg && (strcmp(lvl, "error") == 0 || strcmp(lvl, "fatal") == 0))
+                snprintf(out, outlen, "%s", msg);
+            json_decref(j);
+        }
+    }
+    if (!out[0] && text) {
+        snprintf(out, outlen, "%s", text);
+        size_t n = strlen(out);
+        while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+            out[--n] = '\0';
+    }
+}
+
+static int check_exit(cmd *c, const char *what, const char *id, ink_err *err)
+{
+    if (c->timed_out)
+        return ink_err_set(err, ETIMEDOUT, "runsc %s %s: timed out", what, id);
+    if (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0)
+        return 0;
+    char msg[400];
+    runsc_error(c, msg, sizeof msg);
+    return ink_err_set(err, 0, "runsc %s %s failed (%s %d): %s", what, id,
+                       WIFEXITED(c->status) ? "exit" : "signal",
+                       WIFEXITED(c->status) ? WEXITSTATUS(c->status) : WTERMSIG(c->status),
+                       msg[0] ? msg : "no message");
+}
+
+static cmd new_cmd(const ink_runsc *r)
+{
+    cmd c = {.r = r, .stdout_fd = -1, .stderr_fd = -1, .timeout_ms = r->timeout_ms};
+    return c;
+}
+
+int ink_runsc_run(const ink_runsc *r, const char *id, const char *bundle, int stdout_fd,
+                  int stderr_fd, ink_err *err)
+{
+    if (!ink_valid_name(id))
+        return ink_err_set(err, 0, "invalid sandbox id '%s'", id);
+    cleanup_free char *log = ink_xasprintf("%s/%s.runsc.log", r->root, id);
+    if (ink_mkdir_p(r->root, 0700, err) < 0)
+        return -1;
+    unlink(log);
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "run";
+    c.args[c.nargs++] = "--detach";
+    c.args[c.nargs++] = "--bundle";
+    c.args[c.nargs++] = bundle;
+    c.args[c.nargs++] = id;
+    c.stdout_fd = stdout_fd;
+    c.stderr_fd = stderr_fd;
+    c.netns_trick = r->network == INK_RUNSC_NET_SANDBOX;
+    c.log_path = log;
+    int rc = run_cmd(&c, err);
+    if (rc == 0)
+        rc = check_exit(&c, "run", id, err);
+    cmd_free(&c);
+    return rc;
+}
+
+/* runsc's own answer for an unknown id (exit 128). A workload's output
+ * could contain the same words, so both the status and runsc's phrasing
+ * must match. */
+static bool no_such_sandbox(const cmd *c)
+{
+    return WIFEXITED(c->status) && WEXITSTATUS(c->status) == 128 &&
+           (strncmp(c->errout, "loading container", 17) == 0 ||
+            strncmp(c->errout, "loading sandbox", 15) == 0) &&
+           strstr(c->errout, "does not exist");
+}
+
+int ink_runsc_state(const ink_runsc *r, const char *id, ink_sandbox_state *st, ink_err *err)
+{
+    *st = (ink_sandbox_state){0};
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "state";
+    c.args[c.nargs++] = id;
+    int rc = run_cmd(&c, err);
+    if (rc == 0 && !c.timed_out && WIFEXITED(c.status) && WEXITSTATUS(c.status) != 0 &&
+        no_such_sandbox(&c)) {
+        cmd_free(&c);
+        return 0; /* INK_SANDBOX_UNKNOWN */
+    }
+    if (rc == 0)
+        rc = check_exit(&c, "state", id, err);
+    if (rc == 0) {
+        json_error_t jerr;
+        json_t *j = json_loads(c.out, 0, &jerr);
+        const char *s = json_string_value(json_object_get(j, "status"));
+        if (!s) {
+            rc = ink_err_set(err, 0, "runsc state %s: unreadable output", id);
+        } else {
+            static const char *names[] = {"created", "running", "paused", "stopped"};
+            for (size_t i = 0; i < INK_ARRAY_LEN(names); i++) {
+                if (strcmp(s, names[i]) == 0)
+                    st->status = (ink_sandbox_status)(i + 1);
+            }
+            st->pid = (int)json_integer_value(json_object_get(j, "pid"));
+        }
+        json_decref(j);
+    }
+    cmd_free(&c);
+    return rc;
+}
+
+int ink_runsc_kill(const ink_runsc *r, const char *id, int signo, bool all, ink_err *err)
+{
+    char sig[16];
+    snprintf(sig, sizeof sig, "%d", signo);
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "kill";
+    if (all)
+        c.args[c.nargs++] = "--all";
+    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = sig;
+    int rc = run_cmd(&c, err);
+    if (rc == 0)
+        rc = check_exit(&c, "kill", id, err);
+    cmd_free(&c);
+    return rc;
+}
+
+int ink_runsc_delete(const ink_runsc *r, const char *id, bool force, ink_err *err)
+{
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "delete";
+    if (force)
+        c.args[c.nargs++] = "--force";
+    c.args[c.nargs++] = id;
+    int rc = run_cmd(&c, err);
+    if (rc == 0 && !(WIFEXITED(c.status) && WEXITSTATUS(c.status) != 0 && no_such_sandbox(&c)))
+        rc = check_exit(&c, "delete", id, err);
+    cmd_free(&c);
+    if (rc == 0) {
+        cleanup_free char *log = ink_xasprintf("%s/%s.runsc.log", r->root, id);
+        unlink(log);
+    }
+    return rc;
+}
+
+int ink_runsc_stats(const ink_runsc *r, const char *id, ink_sandbox_stats *st, ink_err *err)
+{
+    *st = (ink_sandbox_stats){0};
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "events";
+    c.args[c.nargs++] = "--stats";
+    c.args[c.nargs++] = id;
+    int rc = run_cmd(&c, err);
+    if (rc == 0)
+        rc = check_exit(&c, "events --stats", id, err);
+    if (rc == 0) {
+        json_t *j = json_loads(c.out, JSON_DISABLE_EOF_CHECK, NULL);
+        json_t *data = json_object_get(j, "data");
+        if (!data) {
+            rc = ink_err_set(err, 0, "runsc events --stats %s: unreadable output", id);
+        } else {
+            st->cpu_ns = (uint64_t)json_integer_value(
+                json_object_get(json_object_get(json_object_get(data, "cpu"), "usage"), "total"));
+            st->memory_bytes = (uint64_t)json_integer_value(json_object_get(
+                json_object_get(json_object_get(data, "memory"), "usage"), "usage"));
+            st->pids = (uint32_t)json_integer_value(
+                json_object_get(json_object_get(data, "pids"), "current"));
+        }
+        json_decref(j);
+    }
+    cmd_free(&c);
+    return rc;
+}
+
+int ink_runsc_exec(const ink_runsc *r, const char *id, char *const argv[], int64_t timeout_ms,
+                   size_t max_output, ink_exec_result *res, ink_err *err)
+{
+    *res = (ink_exec_result){0};
+    if (!argv || !argv[0])
+        return ink_err_set(err, 0, "exec: empty command");
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "exec";
+    c.args[c.nargs++] = id;
+    c.extra = argv;
+    c.timeout_ms = timeout_ms;
+    c.max_output = max_output;
+    int rc = run_cmd(&c, err);
+    if (rc == 0 && !c.timed_out && no_such_sandbox(&c))
+        rc = ink_err_set(err, ENOENT, "exec: no sandbox '%s'", id);
+    if (rc == 0) {
+        res->timed_out = c.timed_out;
+        res->truncated = c.truncated;
+        res->exit_code = c.timed_out           ? -1
+                         : WIFEXITED(c.status) ? WEXITSTATUS(c.status)
+                                               : 128 + WTERMSIG(c.status);
+        res->out = INK_STEAL(c.out);
+        res->out_len = c.out_len;
+        res->errout = INK_STEAL(c.errout);
+        res->err_len = c.err_len;
+    }
+    cmd_free(&c);
+    return rc;
+}
+
+void ink_exec_result_free(ink_exec_result *res)
+{
+    free(res->out);
+    free(res->errout);
+    *res = (ink_exec_result){0};
+}
