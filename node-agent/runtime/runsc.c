@@ -308,6 +308,39 @@ int ink_runsc_kill(const ink_runsc *r, const char *id, int signo, bool all, ink_
     return rc;
 }
 
+static int wait_not_running(const ink_runsc *r, const char *id, int64_t ms, bool *stopped,
+                            ink_err *err)
+{
+    int64_t end = ink_mono_ms() + ms;
+    for (;;) {
+        ink_sandbox_state st;
+        if (ink_runsc_state(r, id, &st, err) < 0)
+            return -1;
+        *stopped = st.status != INK_SANDBOX_RUNNING && st.status != INK_SANDBOX_PAUSED;
+        if (*stopped || ink_mono_ms() >= end)
+            return 0;
+        usleep(50 * 1000);
+    }
+}
+
+int ink_runsc_stop(const ink_runsc *r, const char *id, int64_t grace_ms, ink_err *err)
+{
+    bool stopped;
+    if (wait_not_running(r, id, 0, &stopped, err) < 0)
+        return -1;
+    if (stopped)
+        return 0;
+    if (ink_runsc_kill(r, id, SIGTERM, true, err) < 0 ||
+        wait_not_running(r, id, grace_ms, &stopped, err) < 0)
+        return -1;
+    if (stopped)
+        return 0;
+    if (ink_runsc_kill(r, id, SIGKILL, true, err) < 0 ||
+        wait_not_running(r, id, 10000, &stopped, err) < 0)
+        return -1;
+    return stopped ? 0 : ink_err_set(err, ETIMEDOUT, "sandbox %s survived SIGKILL", id);
+}
+
 int ink_runsc_delete(const ink_runsc *r, const char *id, bool force, ink_err *err)
 {
     cmd c = new_cmd(r);

@@ -50,6 +50,9 @@ int ink_runsc_run(const ink_runsc *r, const char *id, const char *bundle, int st
 int ink_runsc_state(const ink_runsc *r, const char *id, ink_sandbox_state *st, ink_err *err);
 /* Signals the workload's processes (all of them with all=true). */
 int ink_runsc_kill(const ink_runsc *r, const char *id, int signo, bool all, ink_err *err);
+/* Graceful stop: SIGTERM to every process, up to grace_ms for them to end,
+ * then SIGKILL. A sandbox that is not running is already stopped. */
+int ink_runsc_stop(const ink_runsc *r, const char *id, int64_t grace_ms, ink_err *err);
 /* Removes a stopped sandbox; with force, a running one too. A sandbox that
  * does not exist is not an error (delete is idempotent). */
 int ink_runsc_delete(const ink_runsc *r, const char *id, bool force, ink_err *err);

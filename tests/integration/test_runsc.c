@@ -149,11 +149,12 @@ static void test_lifecycle(void **state)
     assert_true(ink_mono_ms() - t0 < 5000);
     ink_exec_result_free(&res);
 
-    /* Graceful stop. */
-    assert_int_equal(ink_runsc_kill(&f->r, f->id, SIGKILL, true, &err), 0);
-    for (int i = 0; i < 100 && status_of(f) == INK_SANDBOX_RUNNING; i++)
-        usleep(50 * 1000);
+    /* Graceful stop: this workload ends on SIGTERM, well inside the grace. */
+    t0 = ink_mono_ms();
+    assert_int_equal(ink_runsc_stop(&f->r, f->id, 5000, &err), 0);
+    assert_true(ink_mono_ms() - t0 < 4000);
     assert_int_equal(status_of(f), INK_SANDBOX_STOPPED);
+    assert_int_equal(ink_runsc_stop(&f->r, f->id, 5000, &err), 0); /* already stopped */
     assert_int_equal(ink_runsc_delete(&f->r, f->id, false, &err), 0);
     assert_int_equal(status_of(f), INK_SANDBOX_UNKNOWN);
     /* Idempotent. */
@@ -165,6 +166,22 @@ static void test_lifecycle(void **state)
     assert_non_null(strstr(text, "started"));
     free(text);
     free(log);
+}
+
+static void test_stop_escalates(void **state)
+{
+    fixture *f = *state;
+    ink_err err = {0};
+    /* Ignores SIGTERM: the grace period passes, then SIGKILL. */
+    write_bundle(f, "trap '' TERM; while true; do sleep 1; done");
+    if (ink_runsc_run(&f->r, f->id, f->bundle, f->log_fd, f->log_fd, &err) < 0)
+        fail_msg("%s", err.msg);
+    usleep(300 * 1000);
+    int64_t t0 = ink_mono_ms();
+    assert_int_equal(ink_runsc_stop(&f->r, f->id, 700, &err), 0);
+    int64_t took = ink_mono_ms() - t0;
+    assert_true(took >= 700 && took < 8000);
+    assert_int_equal(status_of(f), INK_SANDBOX_STOPPED);
 }
 
 static void test_errors(void **state)
@@ -206,6 +223,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_netstack_starts, setup, teardown),
     };
