@@ -23,9 +23,9 @@
 /* "registry.example:5000/team/app:1.2", "127.0.0.1:5000/busybox@sha256:...",
  * "busybox" (Docker Hub: registry-1.docker.io/library/busybox:latest). */
 typedef struct ink_image_ref {
-    char registry[256];   /* host[:port] */
-    char repository[256]; /* "team/app", "library/busybox" */
-    char tag[128];        /* "latest" when neither tag nor digest is given */
+    char registry[256];          /* host[:port] */
+    char repository[256];        /* "team/app", "library/busybox" */
+    char tag[128];               /* "latest" when neither tag nor digest is given */
     char digest[INK_DIGEST_MAX]; /* "sha256:<hex>" when pinned, else "" */
 } ink_image_ref;
 
@@ -39,7 +39,7 @@ typedef struct ink_registry_opts {
     const char *ca_file;  /* extra CA bundle for HTTPS registries, or NULL */
     const char *username; /* basic auth, and for the bearer token exchange */
     const char *password;
-    int64_t timeout_ms;   /* per request; 0 = 60 s */
+    int64_t timeout_ms;      /* per request; 0 = 60 s */
     uint64_t max_blob_bytes; /* 0 = 8 GiB */
 } ink_registry_opts;
 
@@ -52,8 +52,8 @@ typedef struct ink_image_config {
     size_t ncmd;
     char **env; /* "NAME=value" */
     size_t nenv;
-    char *working_dir; /* may be NULL */
-    char *user;        /* may be NULL */
+    char *working_dir;       /* may be NULL */
+    char *user;              /* may be NULL */
     uint16_t *exposed_ports; /* tcp ports only */
     size_t nexposed_ports;
 } ink_image_config;
