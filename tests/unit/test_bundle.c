@@ -43,14 +43,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    test_rmtree(f->dir);
-    free(f);
-    return 0;
-}
-
 static char *entry[] = {"/bin/busybox"};
 static char *cmd[] = {"httpd", "-f", "-p", "8080"};
 static char *img_env[] = {"PATH=/custom/bin", "FOO=image", "BAD", "=nameless"};
@@ -270,9 +262,9 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_image_defaults, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_app_overrides, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_defaults, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_app_overrides, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,26 +18,7 @@
 #include "testlib.h"
 #include "util.h"
 
-typedef struct {
-    char dir[128];
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = ink_xcalloc(1, sizeof *f);
-    if (test_mkdtemp(f->dir, sizeof f->dir, "logs") < 0)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    test_rmtree(f->dir);
-    free(f);
-    return 0;
-}
+typedef test_scratch fixture;
 
 typedef struct {
     char lines[64][128];
@@ -194,11 +175,14 @@ static void test_not_a_fifo(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_capture, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rotation_and_tail, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_long_line_split, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_survives_agent_restart, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_not_a_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capture, test_scratch_setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_rotation_and_tail, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_long_line_split, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_survives_agent_restart, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_fifo, test_scratch_setup, test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,14 +68,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    test_rmtree(f->dir);
-    free(f);
-    return 0;
-}
-
 /* Extraction needs root (chroot, chown): without it the test fails and
  * says why. (Valgrind 3.19 does not know seccomp(2), so this test has no
  * valgrind variant; the sanitizer build covers it.) */
@@ -938,19 +930,19 @@ int main(void)
     setlocale(LC_CTYPE, "C.UTF-8");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean_path),
-        cmocka_unit_test_setup_teardown(test_regular_layer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_compressions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_image_unpack, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dotdot_and_absolute, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_symlink_escape, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hardlink_escape, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_special_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_whiteout_abuse, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broken_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_early, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_confinement, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_confinement_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_regular_layer, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_compressions, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_whiteouts, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_image_unpack, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_dotdot_and_absolute, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_symlink_escape, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_hardlink_escape, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_special_files, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_whiteout_abuse, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_broken_files, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_early, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_confinement, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_confinement_state, setup, test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

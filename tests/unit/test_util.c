@@ -25,28 +25,7 @@
 
 /* ---- fixture: a scratch directory per test ---- */
 
-typedef struct {
-    char dir[128];
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = ink_xcalloc(1, sizeof *f);
-    if (test_mkdtemp(f->dir, sizeof f->dir, "util") < 0) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    test_rmtree(f->dir);
-    free(f);
-    return 0;
-}
+typedef test_scratch fixture;
 
 static void write_raw(const char *path, const void *data, size_t len)
 {
@@ -800,14 +779,20 @@ int main(void)
         cmocka_unit_test(test_err_set_long_message),
         cmocka_unit_test(test_err_wrap),
         cmocka_unit_test(test_err_wrap_long_chain),
-        cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_file_enoent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_file_too_big, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_file_exactly_max, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_file_atomic, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_file_atomic_fails, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mkdir_p, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mkdir_p_file_in_the_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_file, test_scratch_setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_read_file_enoent, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_read_file_too_big, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_read_file_exactly_max, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_write_file_atomic, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_write_file_atomic_fails, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_mkdir_p, test_scratch_setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_mkdir_p_file_in_the_way, test_scratch_setup,
+                                        test_scratch_teardown),
         cmocka_unit_test(test_random_hex),
         cmocka_unit_test(test_valid_name),
         cmocka_unit_test(test_split_hostport_ok),
@@ -819,10 +804,13 @@ int main(void)
         cmocka_unit_test(test_backoff_small_fractional_growth),
         cmocka_unit_test(test_fmt_numbers),
         cmocka_unit_test(test_log_parse_level),
-        cmocka_unit_test_setup_teardown(test_log_logfmt, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_log_escaping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_log_level_filter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_log_long_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_logfmt, test_scratch_setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_log_escaping, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_log_level_filter, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_log_long_line, test_scratch_setup,
+                                        test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

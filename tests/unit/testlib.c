@@ -26,6 +26,25 @@ int test_rmtree(const char *path)
     return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int test_scratch_setup(void **state)
+{
+    test_scratch *f = calloc(1, sizeof *f);
+    if (!f || test_mkdtemp(f->dir, sizeof f->dir, "scratch") < 0) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+int test_scratch_teardown(void **state)
+{
+    test_scratch *f = *state;
+    test_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
 static void must(int rc, const ink_err *err)
 {
     if (rc < 0) {

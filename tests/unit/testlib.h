@@ -20,6 +20,16 @@ typedef struct test_pki {
 int test_mkdtemp(char *out, size_t outlen, const char *tag);
 /* rm -rf */
 int test_rmtree(const char *path);
+/* cmocka fixtures for a scratch directory. test_scratch_setup allocates a
+ * test_scratch; test_scratch_teardown removes the directory and frees the
+ * state of any fixture struct whose first member is `char dir[128]`. */
+typedef struct test_scratch {
+    char dir[128];
+} test_scratch;
+
+int test_scratch_setup(void **state);
+int test_scratch_teardown(void **state);
+
 /* Creates dir and the PKI in it; aborts the test on failure. */
 void test_pki_create(test_pki *p, const char *tag);
 void test_pki_destroy(test_pki *p);
