@@ -449,20 +449,38 @@ static bool is_manifest_type(const char *mt)
     return strcmp(mt, INK_MT_OCI_MANIFEST) == 0 || strcmp(mt, INK_MT_DOCKER_MANIFEST) == 0;
 }
 
+/* Parses an index / manifest list and finds its bounded "manifests"
+ * array. Returns the document (caller decrefs) or NULL. */
+static json_t *index_manifests(const char *body, size_t len, const json_t **ms, size_t *cnt,
+                               ink_err *err)
+{
+    json_t *j = parse_object(body, len, "index", err);
+    if (!j)
+        return NULL;
+    *ms = json_object_get(j, "manifests");
+    if (!json_is_array(*ms)) {
+        json_decref(j);
+        ink_err_set(err, 0, "index has no manifests array");
+        return NULL;
+    }
+    *cnt = json_array_size(*ms);
+    if (*cnt > INK_INDEX_ENTRIES_MAX) {
+        json_decref(j);
+        ink_err_set(err, 0, "index has %zu entries (at most %d)", *cnt, INK_INDEX_ENTRIES_MAX);
+        return NULL;
+    }
+    return j;
+}
+
 int ink_index_entries(const char *body, size_t len, ink_descriptor **out, size_t *n, ink_err *err)
 {
     *out = NULL;
     *n = 0;
-    json_auto_t *j = parse_object(body, len, "index", err);
+    const json_t *ms;
+    size_t cnt;
+    json_auto_t *j = index_manifests(body, len, &ms, &cnt, err);
     if (!j)
         return -1;
-    const json_t *ms = json_object_get(j, "manifests");
-    if (!json_is_array(ms))
-        return ink_err_set(err, 0, "index has no manifests array");
-    size_t cnt = json_array_size(ms);
-    if (cnt > INK_INDEX_ENTRIES_MAX)
-        return ink_err_set(err, 0, "index has %zu entries (at most %d)", cnt,
-                           INK_INDEX_ENTRIES_MAX);
     ink_descriptor *ds = ink_xcalloc(cnt ? cnt : 1, sizeof *ds);
     for (size_t i = 0; i < cnt; i++) {
         char what[32];
@@ -480,16 +498,11 @@ int ink_index_entries(const char *body, size_t len, ink_descriptor **out, size_t
 int ink_index_select(const char *body, size_t len, const char *os, const char *arch,
                      ink_descriptor *out, ink_err *err)
 {
-    json_auto_t *j = parse_object(body, len, "index", err);
+    const json_t *ms;
+    size_t cnt;
+    json_auto_t *j = index_manifests(body, len, &ms, &cnt, err);
     if (!j)
         return -1;
-    const json_t *ms = json_object_get(j, "manifests");
-    if (!json_is_array(ms))
-        return ink_err_set(err, 0, "index has no manifests array");
-    size_t cnt = json_array_size(ms);
-    if (cnt > INK_INDEX_ENTRIES_MAX)
-        return ink_err_set(err, 0, "index has %zu entries (at most %d)", cnt,
-                           INK_INDEX_ENTRIES_MAX);
     char avail[256] = "";
     size_t alen = 0, listed = 0;
     for (size_t i = 0; i < cnt; i++) {
