@@ -601,6 +601,19 @@ static int mark(ink_image_store *s, const char *digest, digest_set *live, ink_er
 /* Mark (from the kept manifests) and sweep (blobs/, refs/, stale tmp/).
  * The caller keeps pulls of this store from running at the same time: a
  * blob committed by a pull whose manifest is not yet in `keep` would go. */
+/* Unlinks a non-directory entry of dirfd; adds its size to *freed.
+ * Returns 1 when removed. */
+static int remove_file_entry(int dfd, const char *name, int64_t *freed)
+{
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
+        return 0;
+    if (unlinkat(dfd, name, 0) < 0)
+        return 0;
+    *freed += st.st_size;
+    return 1;
+}
+
 int64_t ink_image_gc(ink_image_store *s, const char *const *keep, size_t nkeep, ink_err *err)
 {
     digest_set live = {0};
@@ -634,13 +647,7 @@ int64_t ink_image_gc(ink_image_store *s, const char *const *keep, size_t nkeep, 
         snprintf(digest, sizeof digest, "sha256:%s", e->d_name);
         if (valid_hex_name(e->d_name) && set_has(&live, digest))
             continue;
-        struct stat st;
-        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
-            continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
-            freed += st.st_size;
-            nblobs++;
-        }
+        nblobs += remove_file_entry(dirfd(d), e->d_name, &freed);
     }
     closedir(d);
 
@@ -652,13 +659,7 @@ int64_t ink_image_gc(ink_image_store *s, const char *const *keep, size_t nkeep, 
             char target[INK_DIGEST_MAX];
             if (read_ref_file(dirfd(d), e->d_name, target) == 0 && set_has(&live, target))
                 continue;
-            struct stat st;
-            if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
-                continue;
-            if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
-                freed += st.st_size;
-                nrefs++;
-            }
+            nrefs += remove_file_entry(dirfd(d), e->d_name, &freed);
         }
         closedir(d);
     }
