@@ -38,6 +38,29 @@ static void collect(const ink_log_line *l, void *arg)
     }
 }
 
+/* A sink with the workload's write ends, as the agent hands them to runsc. */
+typedef struct {
+    ink_log_sink *sink;
+    int out, err;
+} opened_sink;
+
+static opened_sink open_sink(const char *dir, const ink_log_limits *limits)
+{
+    opened_sink o;
+    ink_err err = {0};
+    if (ink_log_sink_open(dir, limits, &o.sink, &err) < 0 ||
+        ink_log_sink_workload_fds(o.sink, &o.out, &o.err, &err) < 0)
+        fail_msg("%s", err.msg);
+    return o;
+}
+
+static void close_sink(opened_sink *o)
+{
+    close(o->out);
+    close(o->err);
+    ink_log_sink_close(o->sink);
+}
+
 static void put(int fd, const char *s)
 {
     assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
@@ -46,11 +69,10 @@ static void put(int fd, const char *s)
 static void test_capture(void **state)
 {
     fixture *f = *state;
-    ink_log_sink *s;
+    opened_sink o = open_sink(f->dir, NULL);
+    ink_log_sink *s = o.sink;
+    int out = o.out, errfd = o.err;
     ink_err err = {0};
-    assert_int_equal(ink_log_sink_open(f->dir, NULL, &s, &err), 0);
-    int out, errfd;
-    assert_int_equal(ink_log_sink_workload_fds(s, &out, &errfd, &err), 0);
     int64_t before = ink_now_ms();
     put(out, "hello\nwor");
     put(errfd, "oops\n");
@@ -72,20 +94,17 @@ static void test_capture(void **state)
     collected none = {0};
     assert_int_equal(ink_log_read(f->dir, 0, ink_now_ms() + 10000, collect, &none, &err), 0);
     assert_int_equal(none.n, 0);
-    close(out);
-    close(errfd);
-    ink_log_sink_close(s);
+    close_sink(&o);
 }
 
 static void test_rotation_and_tail(void **state)
 {
     fixture *f = *state;
     ink_log_limits lim = {.max_file_bytes = 300, .keep = 2};
-    ink_log_sink *s;
+    opened_sink o = open_sink(f->dir, &lim);
+    ink_log_sink *s = o.sink;
+    int out = o.out;
     ink_err err = {0};
-    assert_int_equal(ink_log_sink_open(f->dir, &lim, &s, &err), 0);
-    int out, errfd;
-    assert_int_equal(ink_log_sink_workload_fds(s, &out, &errfd, &err), 0);
     for (int i = 0; i < 60; i++) {
         char line[32];
         snprintf(line, sizeof line, "line %02d\n", i);
@@ -108,19 +127,16 @@ static void test_rotation_and_tail(void **state)
     assert_int_equal(c.n, 5);
     assert_string_equal(c.lines[0], "line 55");
     assert_string_equal(c.lines[4], "line 59");
-    close(out);
-    close(errfd);
-    ink_log_sink_close(s);
+    close_sink(&o);
 }
 
 static void test_long_line_split(void **state)
 {
     fixture *f = *state;
-    ink_log_sink *s;
+    opened_sink o = open_sink(f->dir, NULL);
+    ink_log_sink *s = o.sink;
+    int out = o.out;
     ink_err err = {0};
-    assert_int_equal(ink_log_sink_open(f->dir, NULL, &s, &err), 0);
-    int out, errfd;
-    assert_int_equal(ink_log_sink_workload_fds(s, &out, &errfd, &err), 0);
     size_t n = INK_LOG_LINE_MAX + 10;
     char *big = ink_xmalloc(n + 1);
     memset(big, 'x', n);
@@ -131,33 +147,29 @@ static void test_long_line_split(void **state)
     collected c = {0};
     assert_int_equal(ink_log_read(f->dir, 0, 0, collect, &c, &err), 0);
     assert_int_equal(c.n, 2);
-    close(out);
-    close(errfd);
-    ink_log_sink_close(s);
+    close_sink(&o);
 }
 
 static void test_survives_agent_restart(void **state)
 {
     fixture *f = *state;
-    ink_log_sink *s;
+    opened_sink o = open_sink(f->dir, NULL);
+    ink_log_sink *s = o.sink;
+    int out = o.out;
     ink_err err = {0};
-    assert_int_equal(ink_log_sink_open(f->dir, NULL, &s, &err), 0);
-    int out, errfd;
-    assert_int_equal(ink_log_sink_workload_fds(s, &out, &errfd, &err), 0);
     /* The agent goes away; the app keeps writing without EPIPE/SIGPIPE. */
     ink_log_sink_close(s);
     signal(SIGPIPE, SIG_DFL);
     put(out, "while the agent was down\n");
     /* A new agent re-adopts the FIFOs and drains them. */
     assert_int_equal(ink_log_sink_open(f->dir, NULL, &s, &err), 0);
+    o.sink = s;
     ink_log_sink_pump(s, &err);
     collected c = {0};
     assert_int_equal(ink_log_read(f->dir, 0, 0, collect, &c, &err), 0);
     assert_int_equal(c.n, 1);
     assert_string_equal(c.lines[0], "while the agent was down");
-    close(out);
-    close(errfd);
-    ink_log_sink_close(s);
+    close_sink(&o);
 }
 
 static void test_not_a_fifo(void **state)
