@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <string.h>
@@ -90,6 +91,11 @@ int ink_read_file(const char *path, size_t max, char **out, size_t *len, ink_err
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return ink_err_set(err, errno, "open %s", path);
+    return ink_read_fd(fd, path, max, out, len, err);
+}
+
+int ink_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, ink_err *err)
+{
     size_t cap = max < 4096 ? max : 4096, n = 0;
     cleanup_free char *buf = ink_xmalloc(cap + 1);
     for (;;) {
@@ -263,4 +269,21 @@ int ink_split_hostport(const char *addr, char *host, size_t hostlen, int *port, 
     host[hlen] = '\0';
     *port = (int)p;
     return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    int rc = type == FTW_DP ? rmdir(path) : unlink(path);
+    return rc < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int ink_rmtree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    /* Never follows symlinks nor crosses into another mount. */
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }

@@ -40,6 +40,12 @@ char *ink_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Reads a whole file (at most max bytes) into a NUL-terminated buffer. */
 int ink_read_file(const char *path, size_t max, char **out, size_t *len, ink_err *err);
+/* The same from an open descriptor; path only names it in errors. */
+int ink_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, ink_err *err);
+/* Removes a directory tree (no symlinks followed, no other mounts
+ * entered); a missing path is not an error. */
+int ink_rmtree(const char *path);
+
 
 /* Writes data to path atomically (temp file, fsync, rename, fsync dir). */
 int ink_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "rpc/rpc.h"
@@ -77,5 +78,9 @@ void ink_watchers_release_all(ink_coordinator *c);
 /* Subcommands. */
 int ink_cmd_nodes(const ink_coordinator_config *cfg, int argc, char **argv);
 int ink_cmd_pki(const ink_coordinator_config *cfg, int argc, char **argv);
+/* workload put|rm|ls (argv[0] is the subcommand), writing its results to
+ * out and its messages to errf. 0 done, 1 failed, 2 usage error. */
+int ink_cmd_workload(const ink_coordinator_config *cfg, int argc, char **argv, FILE *out,
+                     FILE *errf);
 
 #endif

@@ -4,7 +4,11 @@
  *   ink-coordinator nodes [--json]
  *   ink-coordinator pki init [--san NAME|IP ...]
  *   ink-coordinator pki issue NODE [--san NAME|IP ...] [--days N] [--out DIR]
+ *   ink-coordinator workload put NODE ID --image REF [...] [-- COMMAND ...]
+ *   ink-coordinator workload rm NODE ID
+ *   ink-coordinator workload ls [NODE] [--json]
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +29,16 @@ static void usage(FILE *out)
             "  pki init [--san S ...]     create the cluster CA and the coordinator certificate\n"
             "  pki issue NODE [--san S ...] [--days N] [--out DIR]\n"
             "                             issue a node certificate signed by the CA\n"
+            "  workload put NODE ID --image REF [--port N] [--publish N] [--env K=V]...\n"
+            "      [--secret-env K=V]... [--memory SIZE] [--cpu MILLICORES|0.5] [--pids N]\n"
+            "      [--app NAME] [--project NAME] [--min-replicas N] [--idle-timeout DURATION]\n"
+            "      [--egress POLICY] [--egress-allow CIDR|HOST]... [--args] [-- COMMAND ...]\n"
+            "                             assign a workload to a node (writes the database;\n"
+            "                             a running coordinator sends it to the agent);\n"
+            "                             after --: the command, or its args with --args\n"
+            "  workload rm NODE ID        remove an assignment (no-op when absent)\n"
+            "  workload ls [NODE] [--json]\n"
+            "                             assignments and the status their nodes report\n"
             "  version                    print the version\n"
             "\n"
             "options (config file %s, or flags):\n",
@@ -60,8 +74,14 @@ static int serve(ink_coordinator_config *cfg)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "version") == 0) {
+    /* Before the config is read, so both work with a broken config file.
+     * Only up to "--" (what follows is a workload's command line) and
+     * `version` only as the command: `workload rm n1 version` removes a
+     * workload named "version". */
+    bool command_seen = false;
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--version") == 0 ||
+            (!command_seen && strcmp(argv[i], "version") == 0)) {
             printf("ink-coordinator %s\n", INK_VERSION);
             return 0;
         }
@@ -69,6 +89,10 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
+        if (strcmp(argv[i], "--config") == 0)
+            i++;
+        else if (argv[i][0] != '-')
+            command_seen = true;
     }
     ink_coordinator_config cfg = {0};
     ink_err err = {0};
@@ -102,6 +126,11 @@ int main(int argc, char **argv)
         rc = ink_cmd_nodes(&cfg, argc - idx - 1, argv + idx + 1);
     } else if (strcmp(cmd, "pki") == 0) {
         rc = ink_cmd_pki(&cfg, argc - idx - 1, argv + idx + 1);
+    } else if (strcmp(cmd, "workload") == 0) {
+        rc = ink_cmd_workload(&cfg, argc - idx - 1, argv + idx + 1, stdout, stderr);
+    } else if (strcmp(cmd, "version") == 0) {
+        printf("ink-coordinator %s\n", INK_VERSION);
+        rc = 0;
     } else {
         fprintf(stderr, "ink-coordinator: unknown command '%s'\n\n", cmd);
         usage(stderr);

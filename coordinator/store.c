@@ -8,11 +8,13 @@
 
 #include "util.h"
 
+/* Nothing about assignments is cached here: the operator CLI writes the
+ * same file from another process, so the revision and the log are read
+ * from the database, inside the transaction that uses them. */
 struct ink_store {
     sqlite3 *db;
     pthread_mutex_t mu; /* one connection, many RPC threads */
     char coordinator_id[33];
-    uint64_t revision; /* cache of meta.revision */
 };
 
 /* Schema migrations, applied in order; PRAGMA user_version records how many
@@ -106,34 +108,53 @@ static int meta_set(ink_store *s, const char *key, const char *value, ink_err *e
     return 0;
 }
 
-static uint64_t meta_u64(ink_store *s, const char *key)
+static int meta_u64(ink_store *s, const char *key, uint64_t *out, ink_err *err)
 {
     char buf[32];
-    if (meta_get(s, key, buf, sizeof buf, NULL) != 0)
-        return 0;
-    return strtoull(buf, NULL, 10);
+    int rc = meta_get(s, key, buf, sizeof buf, err);
+    if (rc < 0)
+        return -1;
+    *out = rc == 0 ? strtoull(buf, NULL, 10) : 0;
+    return 0;
+}
+
+static int newer_schema(int version, int target, ink_err *err)
+{
+    return ink_err_set(err, 0,
+                       "database schema version %d is newer than this coordinator (%d): "
+                       "refusing to touch it",
+                       version, target);
 }
 
 static int migrate(ink_store *s, ink_err *err)
 {
-    int version = ink_store_schema_version(s);
     int target = (int)INK_ARRAY_LEN(migrations);
+    int version = ink_store_schema_version(s);
     if (version > target)
-        return ink_err_set(err, 0,
-                           "database schema version %d is newer than this coordinator (%d): "
-                           "refusing to touch it",
-                           version, target);
-    for (int v = version; v < target; v++) {
+        return newer_schema(version, target, err);
+    while (version < target) {
         if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
             return -1;
-        char pragma[64];
-        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
-        if (exec_sql(s, migrations[v], err) < 0 || exec_sql(s, pragma, err) < 0) {
+        /* Read again under the write lock: the daemon and a CLI command
+         * opening a new file together would otherwise both run step 1. */
+        version = ink_store_schema_version(s);
+        if (version < 0 || version >= target) {
             exec_sql(s, "ROLLBACK", NULL);
-            return ink_err_wrap(err, "migration %d", v + 1);
+            if (version > target)
+                return newer_schema(version, target, err);
+            if (version < 0)
+                return db_err(s, err, "read schema version");
+            break;
+        }
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", version + 1);
+        if (exec_sql(s, migrations[version], err) < 0 || exec_sql(s, pragma, err) < 0) {
+            exec_sql(s, "ROLLBACK", NULL);
+            return ink_err_wrap(err, "migration %d", version + 1);
         }
         if (exec_sql(s, "COMMIT", err) < 0)
             return -1;
+        version++;
     }
     return 0;
 }
@@ -172,13 +193,30 @@ int ink_store_open(const char *path, ink_store **out, ink_err *err)
         return -1;
     }
     if (meta_get(s, "coordinator_id", s->coordinator_id, sizeof s->coordinator_id, err) != 0) {
-        if (ink_random_hex(s->coordinator_id, 16, err) < 0 ||
-            meta_set(s, "coordinator_id", s->coordinator_id, err) < 0) {
+        /* Insert-if-absent and read back: of two processes creating the
+         * file together, the first id written is the one both keep. */
+        char id[33];
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        int rc = ink_random_hex(id, 16, err);
+        if (rc == 0)
+            rc = prepare(s,
+                         "INSERT INTO meta (key, value) VALUES ('coordinator_id', ?) "
+                         "ON CONFLICT (key) DO NOTHING",
+                         &st, err);
+        if (rc == 0) {
+            sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = db_err(s, err, "write coordinator id");
+        }
+        if (rc == 0 &&
+            meta_get(s, "coordinator_id", s->coordinator_id, sizeof s->coordinator_id, err) != 0)
+            rc = ink_err_set(err, 0, "database: coordinator id missing after writing it");
+        if (rc < 0) {
+            ink_err_wrap(err, "%s", path);
             ink_store_close(s);
             return -1;
         }
     }
-    s->revision = meta_u64(s, "revision");
     *out = s;
     return 0;
 }
@@ -434,14 +472,48 @@ int ink_store_list_nodes(ink_store *s, ink_node_row **rows, size_t *n, ink_err *
 
 /* ------------------------------------------------------------ assignments */
 
-/* Runs one change in a transaction that also bumps the revision and appends
- * to the log. Called with s->mu held. */
-static int64_t log_change(ink_store *s, const char *node_id, const char *workload_id, int op,
-                          const uint8_t *spec, size_t spec_len, ink_err *err)
+static Ink__V1__Assignment *unpack_spec(sqlite3_stmt *st, int col)
 {
-    if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
+    const void *blob = sqlite3_column_blob(st, col);
+    int len = sqlite3_column_bytes(st, col);
+    return ink__v1__assignment__unpack(NULL, (size_t)len, blob);
+}
+
+/* Opens a write transaction. BEGIN IMMEDIATE takes the database's write
+ * lock at once (waiting up to the busy timeout for another process), so
+ * what is read inside it stays true until COMMIT. */
+static int begin_write(ink_store *s, ink_err *err)
+{
+    return exec_sql(s, "BEGIN IMMEDIATE", err);
+}
+
+/* Commits when rc >= 0, rolls back otherwise; returns rc, or -1 when the
+ * commit fails. */
+static int end_txn(ink_store *s, int rc, ink_err *err)
+{
+    if (rc >= 0 && exec_sql(s, "COMMIT", err) < 0)
+        rc = -1;
+    if (rc < 0)
+        exec_sql(s, "ROLLBACK", NULL);
+    return rc;
+}
+
+/* The newest revision, from the database: another process may have
+ * written since this one last looked. */
+static int read_revision(ink_store *s, uint64_t *rev, ink_err *err)
+{
+    return meta_u64(s, "revision", rev, err);
+}
+
+/* Writes one change under the next revision and appends it to the log.
+ * Called with s->mu held, inside begin_write(). Returns the revision. */
+static int64_t write_change(ink_store *s, const char *node_id, const char *workload_id, int op,
+                            const uint8_t *spec, size_t spec_len, ink_err *err)
+{
+    uint64_t rev;
+    if (read_revision(s, &rev, err) < 0)
         return -1;
-    uint64_t rev = s->revision + 1;
+    rev++;
     char revbuf[24];
     snprintf(revbuf, sizeof revbuf, "%llu", (unsigned long long)rev);
     int rc = 0;
@@ -481,41 +553,141 @@ static int64_t log_change(ink_store *s, const char *node_id, const char *workloa
     }
     if (rc == 0)
         rc = meta_set(s, "revision", revbuf, err);
-    if (rc == 0)
-        rc = exec_sql(s, "COMMIT", err);
-    if (rc < 0) {
-        exec_sql(s, "ROLLBACK", NULL);
-        return -1;
-    }
-    s->revision = rev;
-    return (int64_t)rev;
+    return rc < 0 ? -1 : (int64_t)rev;
+}
+
+static uint8_t *pack_assignment(const Ink__V1__Assignment *a, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(&a->base);
+    uint8_t *buf = ink_xmalloc(*len ? *len : 1);
+    protobuf_c_message_pack(&a->base, buf);
+    return buf;
 }
 
 int64_t ink_store_put_assignment(ink_store *s, const char *node_id, const Ink__V1__Assignment *a,
                                  ink_err *err)
 {
-    size_t len = protobuf_c_message_get_packed_size(&a->base);
-    cleanup_free uint8_t *buf = ink_xmalloc(len);
-    protobuf_c_message_pack(&a->base, buf);
+    size_t len;
+    cleanup_free uint8_t *buf = pack_assignment(a, &len);
     pthread_mutex_lock(&s->mu);
-    int64_t rev = log_change(s, node_id, a->workload_id, LOG_UPSERT, buf, len, err);
+    int64_t rev = -1;
+    if (begin_write(s, err) == 0) {
+        rev = write_change(s, node_id, a->workload_id, LOG_UPSERT, buf, len, err);
+        if (end_txn(s, rev < 0 ? -1 : 0, err) < 0)
+            rev = -1;
+    }
     pthread_mutex_unlock(&s->mu);
     return rev;
+}
+
+/* Reads the stored spec of one assignment: 0 and *out (free with
+ * ink__v1__assignment__free_unpacked), 1 when there is none, -1. */
+static int get_spec(ink_store *s, const char *node_id, const char *workload_id,
+                    Ink__V1__Assignment **out, ink_err *err)
+{
+    *out = NULL;
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    if (prepare(s, "SELECT spec FROM assignments WHERE node_id = ? AND workload_id = ?", &st, err) <
+        0)
+        return -1;
+    sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_DONE)
+        return 1;
+    if (step != SQLITE_ROW)
+        return db_err(s, err, "read assignment");
+    *out = unpack_spec(st, 0);
+    if (!*out)
+        return ink_err_set(err, 0, "database: corrupt assignment spec for %s on node %s",
+                           workload_id, node_id);
+    return 0;
+}
+
+int ink_store_set_assignment(ink_store *s, const char *node_id, Ink__V1__Assignment *a,
+                             uint64_t *revision, ink_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    if (begin_write(s, err) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    Ink__V1__Assignment *old = NULL;
+    int rc = get_spec(s, node_id, a->workload_id, &old, err);
+    if (rc >= 0) {
+        bool exists = rc == 0;
+        rc = 0;
+        /* Same spec = same bytes once the generations agree: both are
+         * packed here, by the same code, so field order and defaults
+         * match. */
+        bool same = false;
+        if (exists) {
+            a->generation = old->generation;
+            size_t la, lo;
+            cleanup_free uint8_t *pa = pack_assignment(a, &la);
+            cleanup_free uint8_t *po = pack_assignment(old, &lo);
+            same = la == lo && memcmp(pa, po, la) == 0;
+        }
+        if (same) {
+            rc = read_revision(s, revision, err);
+        } else {
+            a->generation = exists ? old->generation + 1 : 1;
+            size_t len;
+            cleanup_free uint8_t *buf = pack_assignment(a, &len);
+            int64_t rev = write_change(s, node_id, a->workload_id, LOG_UPSERT, buf, len, err);
+            if (rev < 0)
+                rc = -1;
+            else {
+                *revision = (uint64_t)rev;
+                rc = 1;
+            }
+        }
+    }
+    if (old)
+        ink__v1__assignment__free_unpacked(old, NULL);
+    rc = end_txn(s, rc, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const char *workload_id,
                                     ink_err *err)
 {
     pthread_mutex_lock(&s->mu);
-    int64_t rev = log_change(s, node_id, workload_id, LOG_DELETE, NULL, 0, err);
+    if (begin_write(s, err) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    int64_t rev = 0;
+    int exists = 0;
+    {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        exists =
+            prepare(s, "SELECT 1 FROM assignments WHERE node_id = ? AND workload_id = ?", &st, err);
+        if (exists == 0) {
+            sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
+            int step = sqlite3_step(st);
+            exists = step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : db_err(s, err, "read");
+        }
+    }
+    /* Nothing to delete: no revision, no log entry for agents. */
+    if (exists < 0)
+        rev = -1;
+    else if (exists)
+        rev = write_change(s, node_id, workload_id, LOG_DELETE, NULL, 0, err);
+    if (end_txn(s, rev < 0 ? -1 : 0, err) < 0)
+        rev = -1;
     pthread_mutex_unlock(&s->mu);
     return rev;
 }
 
 uint64_t ink_store_revision(ink_store *s)
 {
+    uint64_t r = 0;
     pthread_mutex_lock(&s->mu);
-    uint64_t r = s->revision;
+    if (read_revision(s, &r, NULL) < 0)
+        r = 0;
     pthread_mutex_unlock(&s->mu);
     return r;
 }
@@ -523,15 +695,18 @@ uint64_t ink_store_revision(ink_store *s)
 int ink_store_compact_log(ink_store *s, uint64_t keep, ink_err *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = 0;
-    if (s->revision > keep) {
-        uint64_t horizon = s->revision - keep;
+    if (begin_write(s, err) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    uint64_t revision;
+    int rc = read_revision(s, &revision, err);
+    if (rc == 0 && revision > keep) {
+        uint64_t horizon = revision - keep;
         char buf[24];
         snprintf(buf, sizeof buf, "%llu", (unsigned long long)horizon);
         cleanup_stmt sqlite3_stmt *st = NULL;
-        rc = exec_sql(s, "BEGIN IMMEDIATE", err);
-        if (rc == 0)
-            rc = prepare(s, "DELETE FROM assignment_log WHERE revision <= ?", &st, err);
+        rc = prepare(s, "DELETE FROM assignment_log WHERE revision <= ?", &st, err);
         if (rc == 0) {
             sqlite3_bind_int64(st, 1, (int64_t)horizon);
             if (sqlite3_step(st) != SQLITE_DONE)
@@ -539,11 +714,8 @@ int ink_store_compact_log(ink_store *s, uint64_t keep, ink_err *err)
         }
         if (rc == 0)
             rc = meta_set(s, "compacted_revision", buf, err);
-        if (rc == 0)
-            rc = exec_sql(s, "COMMIT", err);
-        else
-            exec_sql(s, "ROLLBACK", NULL);
     }
+    rc = end_txn(s, rc, err);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -575,21 +747,15 @@ static void push_event(ink_watch_batch *b, Ink__V1__WatchEvent *ev)
     b->events[b->n++] = ev;
 }
 
-static Ink__V1__Assignment *unpack_spec(sqlite3_stmt *st, int col)
-{
-    const void *blob = sqlite3_column_blob(st, col);
-    int len = sqlite3_column_bytes(st, col);
-    return ink__v1__assignment__unpack(NULL, (size_t)len, blob);
-}
-
-static int snapshot_locked(ink_store *s, const char *node_id, ink_watch_batch *out, ink_err *err)
+static int snapshot_locked(ink_store *s, const char *node_id, uint64_t revision,
+                           ink_watch_batch *out, ink_err *err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
     if (prepare(s, "SELECT spec FROM assignments WHERE node_id = ? ORDER BY workload_id", &st,
                 err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
-    Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__SNAPSHOT, s->revision);
+    Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__SNAPSHOT, revision);
     push_event(out, ev);
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -600,7 +766,7 @@ static int snapshot_locked(ink_store *s, const char *node_id, ink_watch_batch *o
     }
     if (step != SQLITE_DONE)
         return db_err(s, err, "read assignments");
-    out->head = s->revision;
+    out->head = revision;
     return 0;
 }
 
@@ -609,14 +775,22 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
 {
     *out = (ink_watch_batch){0};
     pthread_mutex_lock(&s->mu);
-    int rc = 0;
-    uint64_t compacted = meta_u64(s, "compacted_revision");
+    /* One read transaction: the revision, the log and the snapshot are
+     * from the same state of the file, whichever process wrote it last. */
+    if (exec_sql(s, "BEGIN", err) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    uint64_t compacted = 0, revision = 0;
+    int rc = meta_u64(s, "compacted_revision", &compacted, err);
+    if (rc == 0)
+        rc = read_revision(s, &revision, err);
     /* Resume only when every change after `since` is still in the log and
      * `since` is not from some other (or a reset) database. Revision 0 is
      * a fresh agent: the caller asks for a snapshot. */
-    if (force_snapshot || since < compacted || since > s->revision) {
-        rc = snapshot_locked(s, node_id, out, err);
-    } else {
+    if (rc == 0 && (force_snapshot || since < compacted || since > revision)) {
+        rc = snapshot_locked(s, node_id, revision, out, err);
+    } else if (rc == 0) {
         cleanup_stmt sqlite3_stmt *st = NULL;
         rc = prepare(s,
                      "SELECT revision, workload_id, op, spec FROM assignment_log"
@@ -650,9 +824,10 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
                 rc = db_err(s, err, "read log");
             /* Fewer than `limit` rows: nothing else for this node up to now. */
             if (rc == 0 && out->n < limit)
-                out->head = s->revision;
+                out->head = revision;
         }
     }
+    rc = end_txn(s, rc, err);
     pthread_mutex_unlock(&s->mu);
     if (rc < 0)
         ink_store_free_events(out);
@@ -672,4 +847,105 @@ void ink_store_free_events(ink_watch_batch *b)
     }
     free(b->events);
     *b = (ink_watch_batch){0};
+}
+
+/* ---------------------------------------------------------- workload list */
+
+static char *dup_col(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return ink_xstrdup(t ? (const char *)t : "");
+}
+
+static void free_status(Ink__V1__WorkloadStatus *w)
+{
+    if (!w)
+        return;
+    free(w->workload_id);
+    free(w->reason);
+    free(w->address);
+    free(w->image_digest);
+    free(w);
+}
+
+int ink_store_list_workloads(ink_store *s, const char *node_id, ink_workload_row **rows, size_t *n,
+                             ink_err *err)
+{
+    *rows = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int rc = prepare(s,
+                     "SELECT a.node_id, a.workload_id, a.revision, a.spec, w.generation, w.state,"
+                     " w.reason, w.restarts, w.address, w.published_port, w.since_ms,"
+                     " w.image_digest FROM assignments a LEFT JOIN workload_status w"
+                     " ON w.node_id = a.node_id AND w.workload_id = a.workload_id"
+                     " WHERE ?1 IS NULL OR a.node_id = ?1 ORDER BY a.node_id, a.workload_id",
+                     &st, err);
+    if (rc == 0) {
+        if (node_id)
+            sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 1);
+    }
+    size_t cap = 0;
+    while (rc == 0) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            rc = db_err(s, err, "list workloads");
+            break;
+        }
+        Ink__V1__Assignment *spec = unpack_spec(st, 3);
+        if (!spec) {
+            rc = ink_err_set(err, 0, "database: corrupt assignment spec for %s on node %s",
+                             (const char *)sqlite3_column_text(st, 1),
+                             (const char *)sqlite3_column_text(st, 0));
+            break;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            ink_workload_row *nr = realloc(*rows, cap * sizeof **rows);
+            if (!nr)
+                abort();
+            *rows = nr;
+        }
+        ink_workload_row *r = &(*rows)[(*n)++];
+        memset(r, 0, sizeof *r);
+        copy_col(r->node_id, sizeof r->node_id, st, 0);
+        r->revision = (uint64_t)sqlite3_column_int64(st, 2);
+        r->spec = spec;
+        /* No status row: the node has not reported this workload yet. */
+        if (sqlite3_column_type(st, 4) != SQLITE_NULL) {
+            Ink__V1__WorkloadStatus *w = ink_xmalloc(sizeof *w);
+            ink__v1__workload_status__init(w);
+            w->workload_id = dup_col(st, 1);
+            w->generation = (uint64_t)sqlite3_column_int64(st, 4);
+            w->state = (Ink__V1__WorkloadStatus__State)sqlite3_column_int(st, 5);
+            w->reason = dup_col(st, 6);
+            w->restarts = (uint32_t)sqlite3_column_int64(st, 7);
+            w->address = dup_col(st, 8);
+            w->published_port = (uint32_t)sqlite3_column_int64(st, 9);
+            w->since_unix_ms = sqlite3_column_int64(st, 10);
+            w->image_digest = dup_col(st, 11);
+            r->status = w;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc < 0) {
+        ink_store_free_workloads(*rows, *n);
+        *rows = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+void ink_store_free_workloads(ink_workload_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ink__v1__assignment__free_unpacked(rows[i].spec, NULL);
+        free_status(rows[i].status);
+    }
+    free(rows);
 }

@@ -53,11 +53,27 @@ int ink_store_get_node(ink_store *s, const char *id, ink_node_row *row, ink_err 
 /* Fills a malloc'ed array, ordered by id. */
 int ink_store_list_nodes(ink_store *s, ink_node_row **rows, size_t *n, ink_err *err);
 
-/* Desired state. put/delete return the new revision (> 0), or -1. */
+/* Desired state. Another process (the operator CLI) may write the same
+ * file while the daemon runs: revisions are read from the database inside
+ * each transaction, never cached.
+ *
+ * put writes a as given (its generation too) and returns the new revision
+ * (> 0), or -1. delete returns the new revision, 0 when there was no such
+ * assignment (nothing written), or -1. */
 int64_t ink_store_put_assignment(ink_store *s, const char *node_id, const Ink__V1__Assignment *a,
                                  ink_err *err);
 int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const char *workload_id,
                                     ink_err *err);
+/* put with the generation kept by the store, read and written in one
+ * transaction so that two writers never hand out the same generation: when
+ * a equals the stored spec but for the generation, nothing is written and
+ * a->generation becomes the stored one; otherwise a is written with the
+ * stored generation + 1 (1 for a new workload). *revision is the revision
+ * of the write, or the current one when nothing changed. Returns 1 written,
+ * 0 unchanged, -1 error. */
+int ink_store_set_assignment(ink_store *s, const char *node_id, Ink__V1__Assignment *a,
+                             uint64_t *revision, ink_err *err);
+/* The newest revision (0 on a database error). */
 uint64_t ink_store_revision(ink_store *s);
 /* Drops log entries so that at most keep remain; watchers older than that
  * get a snapshot. */
@@ -76,5 +92,19 @@ typedef struct ink_watch_batch {
 int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bool force_snapshot,
                            size_t limit, ink_watch_batch *out, ink_err *err);
 void ink_store_free_events(ink_watch_batch *b);
+
+/* An assignment with the status its node last reported for it. */
+typedef struct ink_workload_row {
+    char node_id[64];
+    uint64_t revision;               /* of the assignment's last change */
+    Ink__V1__Assignment *spec;       /* the desired spec */
+    Ink__V1__WorkloadStatus *status; /* NULL until the node reports it */
+} ink_workload_row;
+
+/* Assignments of node_id (every node's when NULL) ordered by node and
+ * workload id, in a malloc'ed array freed with ink_store_free_workloads(). */
+int ink_store_list_workloads(ink_store *s, const char *node_id, ink_workload_row **rows, size_t *n,
+                             ink_err *err);
+void ink_store_free_workloads(ink_workload_row *rows, size_t n);
 
 #endif

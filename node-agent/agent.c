@@ -1,6 +1,7 @@
 #include "agent.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,27 @@ const ink_opt ink_agent_options[] = {
     OPTN("watch_timeout", watch_timeout_ms, INK_OPT_DURATION, "15m",
          "deadline of one assignment stream (it is resumed after)", 1000, 86400000),
     OPT(runsc, INK_OPT_STRING, "runsc", "gVisor runtime binary", 0, 0),
+    OPT(runsc_root, INK_OPT_STRING, "/run/ink/runsc", "runsc state of Ink's sandboxes (--root)", 0,
+        0),
+    OPT(runsc_network, INK_OPT_STRING, "sandbox",
+        "workload network stack: sandbox (gVisor netstack) or host (hostinet, in the workload's "
+        "own namespace)",
+        0, 0),
+    OPT(netns_dir, INK_OPT_STRING, "/run/ink/netns", "where workload network namespaces are mounted",
+        0, 0),
+    OPT(workload_cidr, INK_OPT_STRING, "10.88.0.0/20",
+        "addresses of this node's workloads (must not overlap any other network)", 0, 0),
+    OPT(publish_address, INK_OPT_STRING, "0.0.0.0", "address published ports listen on", 0, 0),
+    OPT(insecure_registries, INK_OPT_STRING, "",
+        "registries (host:port, comma-separated) pulled from over plain HTTP", 0, 0),
+    OPT(registry_ca, INK_OPT_STRING, "", "extra CA bundle for HTTPS registries", 0, 0),
+    OPTN("stop_grace", stop_grace_ms, INK_OPT_DURATION, "10s",
+         "time a workload gets between SIGTERM and SIGKILL", 0, 600000),
+    OPTN("resync", resync_ms, INK_OPT_DURATION, "10s",
+         "a workload's state is checked at least this often", 100, 600000),
+    OPT(log_max_size, INK_OPT_SIZE, "10M", "size of a workload log file before it rotates", 4096,
+        1ULL << 40),
+    OPT(log_keep, INK_OPT_INT, "3", "rotated log files kept per workload", 1, 100),
     OPT(log_level, INK_OPT_STRING, "info", "debug, info, warn or error", 0, 0),
     OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal", 0,
         0),
@@ -72,6 +94,62 @@ static int resolve_advertise(ink_agent *a, int port, ink_err *err)
     bool v6 = strchr(host, ':') != NULL;
     snprintf(a->advertise, sizeof a->advertise, v6 ? "[%s]:%d" : "%s:%d", host, port);
     return 0;
+}
+
+static void workload_changed(void *arg)
+{
+    ink_agent *a = arg;
+    pthread_mutex_lock(&a->mu);
+    a->report_now = true;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void split_registries(ink_agent *a)
+{
+    cleanup_free char *list = ink_xstrdup(a->cfg->insecure_registries);
+    char *save = NULL;
+    for (char *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        a->plain_http = realloc(a->plain_http, (a->nplain_http + 1) * sizeof *a->plain_http);
+        if (!a->plain_http)
+            abort();
+        a->plain_http[a->nplain_http++] = ink_xstrdup(t);
+    }
+}
+
+static int start_supervisor(ink_agent *a, ink_err *err)
+{
+    const ink_agent_config *cfg = a->cfg;
+    ink_runsc_network net;
+    if (strcmp(cfg->runsc_network, "sandbox") == 0)
+        net = INK_RUNSC_NET_SANDBOX;
+    else if (strcmp(cfg->runsc_network, "host") == 0)
+        net = INK_RUNSC_NET_HOST;
+    else
+        return ink_err_set(err, 0, "runsc_network '%s': use sandbox or host", cfg->runsc_network);
+    split_registries(a);
+    ink_supervisor_config sc = {
+        .state_dir = cfg->state_dir,
+        .runsc = cfg->runsc,
+        .runsc_root = cfg->runsc_root,
+        .network = net,
+        .netns_dir = cfg->netns_dir,
+        .workload_cidr = cfg->workload_cidr,
+        .publish_address = cfg->publish_address,
+        .plain_http = (const char *const *)a->plain_http,
+        .nplain_http = a->nplain_http,
+        .registry_ca = *cfg->registry_ca ? cfg->registry_ca : NULL,
+        .stop_grace_ms = cfg->stop_grace_ms,
+        .resync_ms = cfg->resync_ms,
+        .log_max_bytes = cfg->log_max_size,
+        .log_keep = (int)cfg->log_keep,
+        .on_change = workload_changed,
+        .arg = a,
+    };
+    pthread_mutex_lock(&a->mu);
+    int rc = ink_supervisor_start(&sc, a->desired.items, a->desired.n, &a->sup, err);
+    pthread_mutex_unlock(&a->mu);
+    return rc < 0 ? ink_err_wrap(err, "workloads") : 0;
 }
 
 int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
@@ -110,6 +188,8 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
             goto fail;
         }
     }
+    if (start_supervisor(a, err) < 0)
+        goto fail;
     ink_rpc_server_opts so = {
         .listen = cfg->listen,
         .tls = tlsp,
@@ -162,6 +242,14 @@ void ink_agent_stop(ink_agent *a)
     }
     ink_rpc_server_stop(a->rpc, 2000);
     a->rpc = NULL;
+    /* After the RPC server: its calls may still look workloads up. */
+    ink_supervisor_stop(a->sup);
+    a->sup = NULL;
+    for (size_t i = 0; i < a->nplain_http; i++)
+        free(a->plain_http[i]);
+    free(a->plain_http);
+    a->plain_http = NULL;
+    a->nplain_http = 0;
     ink_rpc_client_free(a->coordinator);
     a->coordinator = NULL;
     ink_desired_free(&a->desired);

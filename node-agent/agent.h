@@ -12,6 +12,7 @@
 #include "config.h"
 #include "ink/v1/ink.pb-c.h"
 #include "rpc/rpc.h"
+#include "supervisor.h"
 
 typedef struct ink_agent_config {
     char *coordinator;
@@ -29,6 +30,17 @@ typedef struct ink_agent_config {
     int64_t reconnect_max_ms;
     int64_t watch_timeout_ms;
     char *runsc;
+    char *runsc_root;
+    char *runsc_network;
+    char *netns_dir;
+    char *workload_cidr;
+    char *publish_address;
+    char *insecure_registries;
+    char *registry_ca;
+    int64_t stop_grace_ms;
+    int64_t resync_ms;
+    uint64_t log_max_size;
+    int64_t log_keep;
     char *log_level;
     char *log_format;
 } ink_agent_config;
@@ -64,6 +76,10 @@ typedef struct ink_agent {
     uint64_t registrations; /* successful registrations by this process */
     ink_rpc_stream *watch;  /* open watch stream, to cancel on shutdown */
     ink_desired desired;
+    ink_supervisor *sup;   /* runs the desired workloads */
+    bool report_now;       /* a workload changed state: heartbeat early */
+    char **plain_http;     /* insecure_registries, split */
+    size_t nplain_http;
 
     pthread_t session_thread, heartbeat_thread;
     bool threads_running;

@@ -7,7 +7,7 @@
  * has, so nothing is lost or applied twice.
  *
  * The heartbeat thread reports status every interval the coordinator asks
- * for. Neither thread touches running workloads: a coordinator outage
+ * for, and soon after any workload changes state. Neither thread touches running workloads: a coordinator outage
  * changes nothing on the node. */
 #include <string.h>
 #include <time.h>
@@ -168,6 +168,8 @@ static grpc_status_code run_watch(ink_agent *a)
         int changed = ink_desired_apply(&a->desired, ev, &err);
         if (changed > 0 && ink_desired_save(&a->desired, a->cfg->state_dir, &err) < 0)
             changed = -1;
+        if (changed > 0)
+            ink_supervisor_update(a->sup, a->desired.items, a->desired.n);
         pthread_mutex_unlock(&a->mu);
         if (changed < 0)
             LOG_ERROR("applying desired state failed", "revision", LOG_U64(ev->revision), "error",
@@ -253,22 +255,12 @@ static void report_status(ink_agent *a)
 
     pthread_mutex_lock(&a->mu);
     req.applied_revision = a->desired.revision;
-    /* Until the runtime lands every desired workload is reported pending. */
-    size_t n = a->desired.n;
-    Ink__V1__WorkloadStatus *ws = ink_xcalloc(n, sizeof *ws);
-    Ink__V1__WorkloadStatus **wsp = ink_xcalloc(n, sizeof *wsp);
-    char **ids = ink_xcalloc(n, sizeof *ids);
-    for (size_t i = 0; i < n; i++) {
-        ink__v1__workload_status__init(&ws[i]);
-        ids[i] = ink_xstrdup(a->desired.items[i]->workload_id);
-        ws[i].workload_id = ids[i];
-        ws[i].generation = a->desired.items[i]->generation;
-        ws[i].state = INK__V1__WORKLOAD_STATUS__STATE__PENDING;
-        wsp[i] = &ws[i];
-    }
+    a->report_now = false;
     pthread_mutex_unlock(&a->mu);
+    Ink__V1__WorkloadStatus **ws = NULL;
+    size_t n = ink_supervisor_status(a->sup, &ws);
     usage.workloads = (uint32_t)n;
-    req.workloads = wsp;
+    req.workloads = ws;
     req.n_workloads = n;
 
     ProtobufCMessage *resp = NULL;
@@ -276,11 +268,7 @@ static void report_status(ink_agent *a)
     int rc = ink_rpc_unary(a->coordinator, REPORT_PATH, &req.base,
                            &ink__v1__report_status_response__descriptor, &resp,
                            a->cfg->rpc_timeout_ms, &st);
-    for (size_t i = 0; i < n; i++)
-        free(ids[i]);
-    free(ids);
-    free(wsp);
-    free(ws);
+    ink_supervisor_status_free(ws, n);
     if (rc == 0) {
         Ink__V1__ReportStatusResponse *r = (Ink__V1__ReportStatusResponse *)resp;
         pthread_mutex_lock(&a->mu);
@@ -321,7 +309,14 @@ void *ink_heartbeat_thread(void *arg)
         if (registered)
             report_status(a);
         pthread_mutex_lock(&a->mu);
-        if (!wait_locked(a, interval))
+        /* Until the interval is over, or a workload changed state (then a
+         * short pause gathers what changes together). */
+        int64_t end = ink_mono_ms() + interval;
+        while (!a->stopping && !a->report_now && ink_mono_ms() < end)
+            wait_locked(a, end - ink_mono_ms());
+        if (a->report_now && !a->stopping)
+            wait_locked(a, 200);
+        if (a->stopping)
             break;
     }
     pthread_mutex_unlock(&a->mu);

@@ -93,21 +93,47 @@ char *ink_image_blob_path(const ink_image_store *s, const char *digest);
 
 /* ------------------------------------------------------------------ unpack */
 
+/* Limits on what unpacking one image may write, summed over its layers.
+ * A layer is compressed, so its blob size says little: a small gzip layer
+ * can expand to fill the disk. 0 in a field means the default. */
+typedef struct ink_unpack_limits {
+    uint64_t max_bytes;   /* declared sizes of regular files (hard links included) */
+    uint64_t max_entries; /* tar entries of every kind, whiteouts included */
+} ink_unpack_limits;
+
+#define INK_UNPACK_DEFAULT_MAX_BYTES (10ULL << 30) /* 10 GiB */
+#define INK_UNPACK_DEFAULT_MAX_ENTRIES 1000000ULL
+
 /* Extracts the image's layers in order into an empty directory `dest`,
  * honouring OCI whiteouts (".wh.<name>" deletes, ".wh..wh..opq" empties a
  * directory). Refuses, with an error naming the layer and entry: paths
  * with ".." or absolute paths, links or entries that would resolve outside
  * dest (symlink escapes), device nodes and FIFOs, setuid/setgid bits
- * (stripped, not refused), hard links to outside the tree. The extraction
- * runs in a child process that holds no capabilities but what it needs to
- * set file ownership (CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE), with a
- * seccomp filter that allows only file-system syscalls, chrooted into dest;
- * a hostile layer cannot touch anything outside it. On failure dest is left
- * for the caller to remove. */
+ * (stripped, not refused), hard links to outside the tree, and a layer
+ * that takes the image past its limits (the error names the limit; the
+ * file that would cross it is not created). Each layer is extracted by
+ * the ink-unpack helper (see ink_image_set_unpack_helper), a separate
+ * program that holds no capabilities but what it needs to set file
+ * ownership (CAP_CHOWN, CAP_FOWNER, CAP_DAC_OVERRIDE), with a seccomp
+ * filter that allows only file-system syscalls, chrooted into dest; a
+ * hostile layer cannot touch anything outside it. On failure dest is left
+ * for the caller to remove. limits may be NULL (the defaults). */
+int ink_image_unpack_opts(ink_image_store *s, const ink_image *img, const char *dest,
+                          const ink_unpack_limits *limits, ink_err *err);
+/* The same with the default limits. */
 int ink_image_unpack(ink_image_store *s, const ink_image *img, const char *dest, ink_err *err);
 
-/* One layer, for tests and for the above. media_type decides compression. */
+/* One layer, for tests and for the above, with the default limits.
+ * media_type decides compression. */
 int ink_layer_unpack(const char *layer_path, const char *media_type, const char *dest,
                      ink_err *err);
+
+/* Sets, for the whole process, the path of the ink-unpack helper that
+ * extracts layers; NULL or "" restores the default search: next to the
+ * running executable, then <its directory>/../libexec/ink/, then the
+ * install path compiled in (CMAKE_INSTALL_FULL_LIBEXECDIR/ink). A missing
+ * helper fails the unpack with an error naming the paths tried. Safe to
+ * call from any thread. */
+void ink_image_set_unpack_helper(const char *path);
 
 #endif

@@ -1,16 +1,20 @@
-/* Confined unpacking of OCI image layers.
+/* Confined unpacking of OCI image layers: the part that runs in the
+ * ink-unpack helper (unpack_helper.c). unpack_spawn.c is the agent's side.
  *
- * A layer is hostile input. The parent opens the layer blob and the
- * destination directory and forks; the child prepares its libarchive reader
- * and writer, confines itself (ink_unpack_confine: chroot into the
- * destination, capabilities cut down to CAP_CHOWN, CAP_FOWNER and
- * CAP_DAC_OVERRIDE, no_new_privs, a seccomp allowlist) and only then starts
- * to decode the stream. Every entry passes the checks here before
- * libarchive's own ARCHIVE_EXTRACT_SECURE_* checks see it; OCI whiteouts
- * are applied here with descriptor-relative calls that never follow a
- * symlink. The child sends the first error over a pipe and exits non-zero;
- * the parent names the layer. */
-#include "image.h"
+ * A layer is hostile input. The agent opens the layer blob and the
+ * destination directory and starts the helper with fork+exec, handing it
+ * the descriptors; a plain fork of the many-threaded agent could leave the
+ * child with malloc, stdio or logger locks that some other thread held.
+ * The helper prepares its libarchive reader and writer, confines itself
+ * (ink_unpack_confine: chroot into the destination, capabilities cut down
+ * to CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE, no_new_privs, a seccomp
+ * allowlist) and only then starts to decode the stream. Every entry passes
+ * the checks here before libarchive's own ARCHIVE_EXTRACT_SECURE_* checks
+ * see it; OCI whiteouts are applied here with descriptor-relative calls
+ * that never follow a symlink. Regular-file bytes and entries count
+ * against the image's limits before anything is written. The helper sends
+ * a report (the first error, what it used) over a pipe and exits; the
+ * agent names the layer. */
 #include "unpack_internal.h"
 
 #include <archive.h>
@@ -34,11 +38,9 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <wchar.h>
 
-#include "log.h"
 #include "util.h"
 
 typedef enum { COMP_NONE, COMP_GZIP, COMP_ZSTD } layer_compression;
@@ -52,6 +54,23 @@ static const struct {
     {"application/vnd.oci.image.layer.v1.tar+zstd", COMP_ZSTD},
     {"application/vnd.docker.image.rootfs.diff.tar.gzip", COMP_GZIP},
 };
+
+static int media_type_compression(const char *media_type, layer_compression *comp)
+{
+    for (size_t i = 0; media_type && i < INK_ARRAY_LEN(layer_media_types); i++) {
+        if (strcmp(media_type, layer_media_types[i].media_type) == 0) {
+            *comp = layer_media_types[i].comp;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+bool ink_unpack_media_type_known(const char *media_type)
+{
+    layer_compression comp;
+    return media_type_compression(media_type, &comp) == 0;
+}
 
 #define WH_PREFIX ".wh."
 #define WH_META_PREFIX ".wh..wh."
@@ -68,12 +87,6 @@ static const struct {
     (ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |                         \
      ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                           \
      ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
-
-/* What the child sends back: one write, well under PIPE_BUF. */
-typedef struct child_report {
-    int errnum;
-    char msg[INK_ERR_MSG_MAX];
-} child_report;
 
 /* ------------------------------------------------------------ path checks */
 
@@ -387,11 +400,13 @@ static int prune_lower(int dfd, const char *rel, const path_set *mine, int depth
 /* ------------------------------------------------------ the extraction child */
 
 typedef struct unpacker {
+    const ink_unpack_job *job; /* the limits */
     struct archive *in;
     struct archive *out;
     path_set mine;            /* paths this layer wrote, and their parents */
     char shown[SHOWN_MAX];    /* the current entry's name, for errors */
     unsigned long long count; /* entries seen */
+    uint64_t bytes;           /* regular-file bytes written */
 } unpacker;
 
 /* libarchive's error as ours. Reading errors drop libarchive's stand-in
@@ -492,6 +507,28 @@ static int copy_data(unpacker *u, ink_err *err)
     }
 }
 
+/* Regular-file data counts against the image's byte limit before any of it
+ * is written, at the size the header declares (libarchive writes no more
+ * than that): a gzip bomb stops at the first file that would cross the
+ * limit, and that file is not created. Sparse files count at their full
+ * size. */
+static int charge_bytes(unpacker *u, struct archive_entry *e, ink_err *err)
+{
+    la_int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+    if (size <= 0)
+        return 0;
+    const ink_unpack_job *job = u->job;
+    uint64_t used = job->bytes_before + u->bytes; /* never above max_bytes */
+    if ((uint64_t)size > job->max_bytes - used)
+        return ink_err_set(err, 0,
+                           "file of %lld bytes exceeds the unpack limit of %llu bytes for the "
+                           "image (%llu bytes written before it)",
+                           (long long)size, (unsigned long long)job->max_bytes,
+                           (unsigned long long)used);
+    u->bytes += (uint64_t)size;
+    return 0;
+}
+
 static int extract_entry(unpacker *u, struct archive_entry *e, ink_err *err)
 {
     char path[PATH_MAX];
@@ -545,6 +582,8 @@ static int extract_entry(unpacker *u, struct archive_entry *e, ink_err *err)
     mode_t perm = archive_entry_perm(e);
     archive_entry_set_perm(e, type == AE_IFDIR && !link ? perm & 01777 : perm & 0777);
     archive_entry_copy_pathname(e, path);
+    if ((link || type == AE_IFREG) && charge_bytes(u, e, err) < 0)
+        return -1;
 
     if (archive_write_header(u->out, e) != ARCHIVE_OK)
         return archive_fail(u->out, false, "extracting", err);
@@ -572,6 +611,13 @@ static int extract_all(unpacker *u, ink_err *err)
             return ink_err_set(err, 0, "entry %llu has no name", u->count + 1);
         shown_name(name, u->shown, sizeof u->shown);
         u->count++;
+        /* Every entry counts, whiteouts too: each costs time and memory
+         * (u->mine, libarchive's deferred directory fixups) if not disk. */
+        if (u->count > u->job->max_entries - u->job->entries_before) {
+            ink_err_set(err, 0, "more entries than the unpack limit of %llu for the image",
+                        (unsigned long long)u->job->max_entries);
+            return ink_err_wrap(err, "entry %s", u->shown);
+        }
         if (extract_entry(u, e, err) < 0)
             return ink_err_wrap(err, "entry %s", u->shown);
     }
@@ -661,28 +707,40 @@ static int expected_filter(layer_compression comp)
     return ARCHIVE_FILTER_NONE;
 }
 
-static int child_unpack(int layer_fd, int dest_fd, int report_fd, layer_compression comp,
-                        pid_t parent, ink_err *err)
+int ink_unpack_run(const ink_unpack_job *job, uint64_t *bytes, uint64_t *entries, ink_err *err)
 {
+    *bytes = 0;
+    *entries = 0;
+    layer_compression comp;
+    if (media_type_compression(job->media_type, &comp) < 0)
+        return ink_err_set(err, 0, "unsupported media type \"%s\"", job->media_type);
+    if (job->bytes_before > job->max_bytes || job->entries_before > job->max_entries)
+        return ink_err_set(err, 0, "the image's unpack limits are used up already");
     /* Die with the parent; and the parent may already be gone. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         return ink_err_set(err, errno, "PR_SET_PDEATHSIG");
-    if (getppid() != parent)
+    if (getppid() != job->parent)
         return ink_err_set(err, 0, "parent exited");
+    /* A second bound on the byte limit, kept by the kernel: no file can
+     * grow past what is left even if the counting below were bypassed
+     * (the seccomp filter has no setrlimit to lift it). */
+    rlim_t left = job->max_bytes - job->bytes_before;
+    if (setrlimit(RLIMIT_FSIZE, &(struct rlimit){left, left}) < 0)
+        return ink_err_set(err, errno, "RLIMIT_FSIZE");
     child_locale();
     umask(022);
 
-    unpacker u = {0};
+    unpacker u = {.job = job};
     int rc = -1;
     if (new_reader(comp, &u.in, err) < 0 || new_writer(&u.out, err) < 0)
         goto out;
-    const int keep[] = {layer_fd, report_fd};
-    if (ink_unpack_confine(dest_fd, keep, INK_ARRAY_LEN(keep), err) < 0) {
+    const int keep[] = {job->layer_fd, job->report_fd};
+    if (ink_unpack_confine(job->dest_fd, keep, INK_ARRAY_LEN(keep), err) < 0) {
         ink_err_wrap(err, "confining the extraction");
         goto out;
     }
     /* From here on the layer's bytes are decoded. */
-    if (archive_read_open_fd(u.in, layer_fd, 64 * 1024) != ARCHIVE_OK) {
+    if (archive_read_open_fd(u.in, job->layer_fd, 64 * 1024) != ARCHIVE_OK) {
         archive_fail(u.in, true, "reading archive", err);
         goto out;
     }
@@ -696,26 +754,14 @@ static int child_unpack(int layer_fd, int dest_fd, int report_fd, layer_compress
     }
     rc = extract_all(&u, err);
 out:
+    *bytes = u.bytes;
+    *entries = u.count;
     if (u.out)
         archive_write_free(u.out);
     if (u.in)
         archive_read_free(u.in);
     set_free(&u.mine);
     return rc;
-}
-
-static _Noreturn void child_main(int layer_fd, int dest_fd, int report_fd, layer_compression comp,
-                                 pid_t parent)
-{
-    ink_err err = {0};
-    if (child_unpack(layer_fd, dest_fd, report_fd, comp, parent, &err) == 0)
-        _exit(0);
-    child_report rep = {.errnum = err.errnum};
-    memcpy(rep.msg, err.msg, sizeof rep.msg);
-    rep.msg[sizeof rep.msg - 1] = '\0';
-    if (write(report_fd, &rep, sizeof rep) != (ssize_t)sizeof rep)
-        _exit(2);
-    _exit(1);
 }
 
 /* ------------------------------------------------------------ confinement */
@@ -891,117 +937,4 @@ int ink_unpack_confine(int root_fd, const int *keep_fds, size_t nkeep, ink_err *
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return ink_err_set(err, errno, "PR_SET_NO_NEW_PRIVS");
     return load_seccomp(err);
-}
-
-/* ------------------------------------------------------------------ parent */
-
-static int media_type_compression(const char *media_type, layer_compression *comp)
-{
-    for (size_t i = 0; media_type && i < INK_ARRAY_LEN(layer_media_types); i++) {
-        if (strcmp(media_type, layer_media_types[i].media_type) == 0) {
-            *comp = layer_media_types[i].comp;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-int ink_layer_unpack(const char *layer_path, const char *media_type, const char *dest, ink_err *err)
-{
-    layer_compression comp;
-    if (media_type_compression(media_type, &comp) < 0)
-        return ink_err_set(err, 0, "layer %s: unsupported media type \"%s\"", layer_path,
-                           media_type ? media_type : "");
-    cleanup_close int layer_fd = open(layer_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (layer_fd < 0)
-        return ink_err_set(err, errno, "layer %s: open", layer_path);
-    struct stat st;
-    if (fstat(layer_fd, &st) < 0)
-        return ink_err_set(err, errno, "layer %s: stat", layer_path);
-    if (!S_ISREG(st.st_mode))
-        return ink_err_set(err, 0, "layer %s: not a regular file", layer_path);
-    cleanup_close int dest_fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dest_fd < 0)
-        return ink_err_set(err, errno, "layer %s: open destination %s", layer_path, dest);
-    /* Non-blocking: the report is read after the child is gone, and a
-     * concurrent fork elsewhere in the process may hold a copy of the write
-     * end. */
-    int p[2];
-    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
-        return ink_err_set(err, errno, "layer %s: pipe", layer_path);
-    cleanup_close int report_rd = p[0];
-    cleanup_close int report_wr = p[1];
-
-    int64_t started = ink_mono_ms();
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        return ink_err_set(err, errno, "layer %s: fork", layer_path);
-    if (pid == 0)
-        child_main(layer_fd, dest_fd, report_wr, comp, parent);
-    close(report_wr);
-    report_wr = -1;
-
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return ink_err_set(err, errno, "layer %s: waiting for the extraction child",
-                               layer_path);
-    child_report rep;
-    ssize_t n = read(report_rd, &rep, sizeof rep);
-
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        LOG_DEBUG("layer unpacked", "layer", layer_path, "dest", dest, "ms",
-                  LOG_INT(ink_mono_ms() - started));
-        return 0;
-    }
-    if (n == (ssize_t)sizeof rep) {
-        rep.msg[sizeof rep.msg - 1] = '\0';
-        ink_err_set(err, 0, "layer %s: %s", layer_path, rep.msg);
-        err->errnum = rep.errnum;
-        return -1;
-    }
-    if (WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        if (sig == SIGSYS)
-            return ink_err_set(err, 0,
-                               "layer %s: extraction killed by seccomp (SIGSYS): it made a "
-                               "system call outside its allowlist",
-                               layer_path);
-        const char *abbrev = sigabbrev_np(sig);
-        return ink_err_set(err, 0, "layer %s: extraction child killed by signal %d (SIG%s)",
-                           layer_path, sig, abbrev ? abbrev : "?");
-    }
-    return ink_err_set(err, 0, "layer %s: extraction child exited with status %d and no report",
-                       layer_path, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-}
-
-int ink_image_unpack(ink_image_store *s, const ink_image *img, const char *dest, ink_err *err)
-{
-    if (mkdir(dest, 0755) < 0 && errno != EEXIST)
-        return ink_err_set(err, errno, "unpack into %s", dest);
-    DIR *d = opendir(dest);
-    if (!d)
-        return ink_err_set(err, errno, "unpack into %s", dest);
-    struct dirent *de;
-    bool empty = true;
-    while (empty && (de = readdir(d)))
-        empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
-    closedir(d);
-    if (!empty)
-        return ink_err_set(err, 0, "unpack into %s: directory is not empty", dest);
-
-    for (size_t i = 0; i < img->nlayers; i++) {
-        cleanup_free char *blob = ink_image_blob_path(s, img->layers[i]);
-        if (!blob)
-            return ink_err_set(err, 0, "image %s: layer %s: no blob path", img->manifest_digest,
-                               img->layers[i]);
-        const char *mt = img->layer_media_types ? img->layer_media_types[i] : NULL;
-        if (ink_layer_unpack(blob, mt, dest, err) < 0)
-            return ink_err_wrap(err, "image %s: layer %zu of %zu (%s)", img->manifest_digest, i + 1,
-                                img->nlayers, img->layers[i]);
-    }
-    LOG_INFO("image unpacked", "image", img->manifest_digest, "layers", LOG_U64(img->nlayers),
-             "dest", dest);
-    return 0;
 }

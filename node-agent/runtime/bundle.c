@@ -1,6 +1,11 @@
 #include "bundle.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +45,25 @@ static int lookup_file(const char *rootfs, const char *file, const char *key, ui
 {
     cleanup_free char *path = ink_xasprintf("%s/%s", rootfs, file);
     cleanup_free char *text = NULL;
-    if (ink_read_file(path, 4 << 20, &text, NULL, err) < 0) {
-        if (err->errnum != ENOENT)
-            return -1;
-        ink_err_clear(err);
-        return 1;
+    /* The image is untrusted: its /etc/passwd may be a symlink aimed at a
+     * host file or device. Resolve it as if rootfs were "/", and read only
+     * a regular file. */
+    cleanup_close int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return ink_err_set(err, errno, "open %s", rootfs);
+    struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    cleanup_close int fd = (int)syscall(SYS_openat2, root, file, &how, sizeof how);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 1;
+        return ink_err_set(err, errno, "open %s", path);
     }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return ink_err_set(err, 0, "%s in the image is not a regular file", file);
+    if (ink_read_fd(fd, path, 4 << 20, &text, NULL, err) < 0)
+        return -1;
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *fields[4] = {0};
@@ -322,6 +340,8 @@ int ink_bundle_config(const ink_bundle_spec *spec, char **out, ink_err *err)
     json_t *linux_ = json_pack("{s:o, s:o, s:o, s:o, s:[]}", "resources", resources(a),
                                "namespaces", namespaces(spec->netns_path), "maskedPaths",
                                masked_paths, "readonlyPaths", readonly_paths, "devices");
+    if (spec->cgroup)
+        json_object_set_new(linux_, "cgroupsPath", json_string(spec->cgroup));
     json_t *annotations =
         json_pack("{s:s, s:s, s:s, s:s}", "ink.workload_id", a->workload_id, "ink.app", a->app,
                   "ink.project", a->project, "ink.generation", generation);

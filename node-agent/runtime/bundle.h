@@ -40,6 +40,7 @@ typedef struct ink_bundle_spec {
     const ink_image_config *image;
     const char *rootfs;     /* absolute path of the unpacked image */
     const char *netns_path; /* network namespace to join, or NULL for a new one */
+    const char *cgroup;     /* host cgroup (cgroupsPath), or NULL for runsc's default */
 } ink_bundle_spec;
 
 /* The host pids cgroup limit for a sandbox whose app may run app_pids

@@ -30,6 +30,8 @@ struct ink_log_sink {
     uint64_t size;
     ink_log_limits limits;
     stream_buf streams[2];
+    void (*listener)(const ink_log_line *line, void *arg);
+    void *listener_arg;
 };
 
 static int open_log(ink_log_sink *s, ink_err *err)
@@ -78,8 +80,10 @@ int ink_log_sink_open(const char *dir, const ink_log_limits *limits, ink_log_sin
     for (int i = 0; i < 2; i++) {
         if (make_fifo(s->fifo[i], err) < 0)
             goto fail;
-        /* Non-blocking read end: opening never waits for a writer. */
-        s->streams[i].fd = open(s->fifo[i], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        /* Non-blocking, and read-write: opening never waits for a writer,
+         * and the FIFO never reports hang-up (poll would wake at once,
+         * forever) between a sandbox's exit and the next start. */
+        s->streams[i].fd = open(s->fifo[i], O_RDWR | O_NONBLOCK | O_CLOEXEC);
         if (s->streams[i].fd < 0) {
             ink_err_set(err, errno, "open %s", s->fifo[i]);
             goto fail;
@@ -150,7 +154,8 @@ static int rotate(ink_log_sink *s, ink_err *err)
 static int write_line(ink_log_sink *s, char tag, const char *text, size_t len, ink_err *err)
 {
     char head[40];
-    int hl = snprintf(head, sizeof head, "%lld %c ", (long long)ink_now_ms(), tag);
+    int64_t now = ink_now_ms();
+    int hl = snprintf(head, sizeof head, "%lld %c ", (long long)now, tag);
     size_t total = (size_t)hl + len + 1;
     if (s->size > 0 && s->size + total > s->limits.max_file_bytes && rotate(s, err) < 0)
         return -1;
@@ -163,7 +168,17 @@ static int write_line(ink_log_sink *s, char tag, const char *text, size_t len, i
     if (w != (ssize_t)total)
         return ink_err_set(err, w < 0 ? errno : EIO, "write %s", s->current);
     s->size += total;
+    if (s->listener)
+        s->listener(&(ink_log_line){.unix_ms = now, .stream = tag, .text = text, .len = len},
+                    s->listener_arg);
     return 0;
+}
+
+void ink_log_sink_set_listener(ink_log_sink *s, void (*fn)(const ink_log_line *line, void *arg),
+                               void *arg)
+{
+    s->listener = fn;
+    s->listener_arg = arg;
 }
 
 int ink_log_sink_system(ink_log_sink *s, const char *text, ink_err *err)

@@ -25,6 +25,14 @@
 
 typedef struct ink_log_sink ink_log_sink;
 
+typedef struct ink_log_line {
+    int64_t unix_ms;
+    char stream; /* 'o', 'e' or 's' */
+    const char *text;
+    size_t len;
+} ink_log_line;
+
+
 typedef struct ink_log_limits {
     uint64_t max_file_bytes; /* rotate when current.log would pass this; 0 = 10 MiB */
     int keep;                /* rotated files kept; 0 = 3 */
@@ -42,15 +50,12 @@ void ink_log_sink_read_fds(const ink_log_sink *s, int fds[2]);
 /* Reads what is available without blocking, writes complete lines;
  * returns bytes consumed or -1. */
 int64_t ink_log_sink_pump(ink_log_sink *s, ink_err *err);
+/* fn sees every line as it is written (for followers of a live log); it
+ * runs in the thread that pumps or writes. NULL removes it. */
+void ink_log_sink_set_listener(ink_log_sink *s, void (*fn)(const ink_log_line *line, void *arg),
+                               void *arg);
 /* Appends a line from the agent itself (stream 's'). */
 int ink_log_sink_system(ink_log_sink *s, const char *text, ink_err *err);
-
-typedef struct ink_log_line {
-    int64_t unix_ms;
-    char stream; /* 'o', 'e' or 's' */
-    const char *text;
-    size_t len;
-} ink_log_line;
 
 /* Calls fn for the last `tail` lines (0 = all) at or after since_ms, oldest
  * first, across rotated files. */

@@ -19,6 +19,8 @@ int64_t ink_restart_exited(ink_restart *r, int exit_code, bool oom, int64_t now_
     r->restarts++;
     if (oom)
         snprintf(r->reason, sizeof r->reason, "killed: out of memory (limit reached)");
+    else if (exit_code < 0)
+        snprintf(r->reason, sizeof r->reason, "ended (exit status unknown)");
     else if (exit_code > 128)
         snprintf(r->reason, sizeof r->reason, "killed by signal %d", exit_code - 128);
     else

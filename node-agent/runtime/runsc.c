@@ -1,5 +1,6 @@
 #include "runsc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -31,8 +32,12 @@ typedef struct cmd {
     size_t nargs;
     char *const *extra;       /* exec: the command inside the sandbox */
     int stdout_fd, stderr_fd; /* -1: capture */
+    const char *input;        /* exec: written to the command's stdin */
+    size_t input_len;
     bool netns_trick;         /* run: private mount ns with tmpfs on /proc/sys/net */
+    const char *sandbox_id;   /* run: its own namespace mount stays visible */
     const char *log_path;     /* --log */
+    const char *debug_log;    /* run: --debug-log (a directory, per process) */
     int64_t timeout_ms;
     size_t max_output;
     /* results */
@@ -42,7 +47,51 @@ typedef struct cmd {
     size_t out_len, err_len;
 } cmd;
 
-static void child_exec(cmd *c, int out_fd, int err_fd)
+/* In the sandbox's private mount namespace, detaches the namespace mounts
+ * of every other workload under netns_dir: the copies would otherwise pin
+ * those namespaces for as long as this sandbox lives, long after their own
+ * workloads are gone. Runs between fork and exec, so it only uses read(),
+ * umount2() and stack buffers. */
+static void detach_other_netns(const char *netns_dir, const char *keep)
+{
+    char keep_path[4096];
+    snprintf(keep_path, sizeof keep_path, "%s/%s", netns_dir, keep);
+    size_t dlen = strlen(netns_dir);
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    /* Collect first, unmount after: unmounting changes mountinfo. */
+    static char buf[256 << 10];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    for (char *line = buf; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        /* "id parent major:minor root mount-point ..." */
+        char *field = line;
+        for (int i = 0; i < 4 && field; i++) {
+            field = strchr(field, ' ');
+            if (field)
+                field++;
+        }
+        if (field) {
+            char *end = strchr(field, ' ');
+            if (end)
+                *end = '\0';
+            if (strncmp(field, netns_dir, dlen) == 0 && field[dlen] == '/' &&
+                strcmp(field, keep_path) != 0)
+                umount2(field, MNT_DETACH);
+        }
+        line = next;
+    }
+}
+
+static void child_exec(cmd *c, int out_fd, int err_fd, int in_fd)
 {
     if (c->netns_trick) {
         /* This runsc refuses to start netstack when /proc/sys/net/core
@@ -53,10 +102,12 @@ static void child_exec(cmd *c, int out_fd, int err_fd)
             dprintf(err_fd, "ink: preparing the mount namespace for runsc: %s\n", strerror(errno));
             _exit(127);
         }
+        if (c->r->netns_dir && c->sandbox_id)
+            detach_other_netns(c->r->netns_dir, c->sandbox_id);
     }
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (devnull >= 0)
-        dup2(devnull, STDIN_FILENO);
+    int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (in >= 0)
+        dup2(in, STDIN_FILENO);
     if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(err_fd, STDERR_FILENO) < 0)
         _exit(127);
     /* Nothing of the agent's leaks into the sandbox. */
@@ -65,7 +116,7 @@ static void child_exec(cmd *c, int out_fd, int err_fd)
     const char *argv[64];
     size_t n = 0;
     argv[n++] = c->r->binary;
-    char root[4096], network[64], log[4096];
+    char root[4096], network[64], log[4096], debug_log[4096];
     snprintf(root, sizeof root, "--root=%s", c->r->root);
     argv[n++] = root;
     static const char *nets[] = {"none", "sandbox", "host"};
@@ -75,6 +126,10 @@ static void child_exec(cmd *c, int out_fd, int err_fd)
         snprintf(log, sizeof log, "--log=%s", c->log_path);
         argv[n++] = log;
         argv[n++] = "--log-format=json";
+    }
+    if (c->debug_log) {
+        snprintf(debug_log, sizeof debug_log, "--debug-log=%s/", c->debug_log);
+        argv[n++] = debug_log;
     }
     for (size_t i = 0; i < c->nargs; i++)
         argv[n++] = c->args[i];
@@ -103,9 +158,10 @@ static void append(char **buf, size_t *len, const char *data, size_t n, size_t m
 
 static int run_cmd(cmd *c, ink_err *err)
 {
-    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1};
     if ((c->stdout_fd < 0 && pipe2(outp, O_CLOEXEC) < 0) ||
-        (c->stderr_fd < 0 && pipe2(errp, O_CLOEXEC) < 0))
+        (c->stderr_fd < 0 && pipe2(errp, O_CLOEXEC) < 0) ||
+        (c->input && pipe2(inp, O_CLOEXEC) < 0))
         return ink_err_set(err, errno, "pipe");
     c->out = ink_xstrdup("");
     c->errout = ink_xstrdup("");
@@ -114,14 +170,25 @@ static int run_cmd(cmd *c, ink_err *err)
         return ink_err_set(err, errno, "fork");
     if (pid == 0)
         child_exec(c, c->stdout_fd >= 0 ? c->stdout_fd : outp[1],
-                   c->stderr_fd >= 0 ? c->stderr_fd : errp[1]);
+                   c->stderr_fd >= 0 ? c->stderr_fd : errp[1], inp[0]);
     if (outp[1] >= 0)
         close(outp[1]);
     if (errp[1] >= 0)
         close(errp[1]);
+    if (inp[0] >= 0) {
+        close(inp[0]);
+        fcntl(inp[1], F_SETFL, O_NONBLOCK);
+    }
+    size_t input_off = 0;
     int64_t deadline = ink_mono_ms() + (c->timeout_ms > 0 ? c->timeout_ms : DEFAULT_TIMEOUT_MS);
     size_t max = c->max_output ? c->max_output : CAPTURE_MAX;
-    struct pollfd pfd[2] = {{.fd = outp[0], .events = POLLIN}, {.fd = errp[0], .events = POLLIN}};
+    struct pollfd pfd[3] = {{.fd = outp[0], .events = POLLIN},
+                            {.fd = errp[0], .events = POLLIN},
+                            {.fd = inp[1], .events = POLLOUT}};
+    if (pfd[2].fd >= 0 && c->input_len == 0) {
+        close(pfd[2].fd);
+        pfd[2].fd = -1;
+    }
     while (pfd[0].fd >= 0 || pfd[1].fd >= 0) {
         int64_t left = deadline - ink_mono_ms();
         if (left <= 0) {
@@ -129,9 +196,22 @@ static int run_cmd(cmd *c, ink_err *err)
             kill(pid, SIGKILL);
             break;
         }
-        int pr = poll(pfd, 2, (int)left);
+        int pr = poll(pfd, 3, (int)left);
         if (pr < 0 && errno != EINTR)
             break;
+        if (pfd[2].fd >= 0 && pfd[2].revents) {
+            /* The command's stdin: written as it reads, closed at the end
+             * (or when it stops reading). */
+            ssize_t w = pfd[2].revents & POLLOUT
+                            ? write(pfd[2].fd, c->input + input_off, c->input_len - input_off)
+                            : -1;
+            if (w > 0)
+                input_off += (size_t)w;
+            if ((w < 0 && errno != EAGAIN && errno != EINTR) || input_off == c->input_len) {
+                close(pfd[2].fd);
+                pfd[2].fd = -1;
+            }
+        }
         for (int i = 0; i < 2; i++) {
             if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
@@ -148,7 +228,7 @@ static int run_cmd(cmd *c, ink_err *err)
                 append(&c->errout, &c->err_len, buf, (size_t)got, max, &c->truncated);
         }
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (pfd[i].fd >= 0)
             close(pfd[i].fd);
     }
@@ -220,15 +300,26 @@ static cmd new_cmd(const ink_runsc *r)
     return c;
 }
 
+/* The sandbox's own logs (runsc boot, gofer): where the app's exit status
+ * is recorded. Info level only: no spec, no environment. */
+static char *sandbox_log_dir(const ink_runsc *r, const char *id)
+{
+    return ink_xasprintf("%s/%s.logs", r->root, id);
+}
+
 int ink_runsc_run(const ink_runsc *r, const char *id, const char *bundle, int stdout_fd,
                   int stderr_fd, ink_err *err)
 {
     if (!ink_valid_name(id))
         return ink_err_set(err, 0, "invalid sandbox id '%s'", id);
     cleanup_free char *log = ink_xasprintf("%s/%s.runsc.log", r->root, id);
+    cleanup_free char *logs = sandbox_log_dir(r, id);
     if (ink_mkdir_p(r->root, 0700, err) < 0)
         return -1;
     unlink(log);
+    ink_rmtree(logs);
+    if (ink_mkdir_p(logs, 0700, err) < 0)
+        return -1;
     cmd c = new_cmd(r);
     c.args[c.nargs++] = "run";
     c.args[c.nargs++] = "--detach";
@@ -238,7 +329,9 @@ int ink_runsc_run(const ink_runsc *r, const char *id, const char *bundle, int st
     c.stdout_fd = stdout_fd;
     c.stderr_fd = stderr_fd;
     c.netns_trick = r->network == INK_RUNSC_NET_SANDBOX;
+    c.sandbox_id = id;
     c.log_path = log;
+    c.debug_log = logs;
     int rc = run_cmd(&c, err);
     if (rc == 0)
         rc = check_exit(&c, "run", id, err);
@@ -354,9 +447,39 @@ int ink_runsc_delete(const ink_runsc *r, const char *id, bool force, ink_err *er
     cmd_free(&c);
     if (rc == 0) {
         cleanup_free char *log = ink_xasprintf("%s/%s.runsc.log", r->root, id);
+        cleanup_free char *logs = sandbox_log_dir(r, id);
         unlink(log);
+        ink_rmtree(logs);
     }
     return rc;
+}
+
+int ink_runsc_exit_status(const ink_runsc *r, const char *id)
+{
+    cleanup_free char *dir = sandbox_log_dir(r, id);
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int status = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 9 || strcmp(e->d_name + len - 9, ".boot.txt") != 0)
+            continue;
+        cleanup_free char *path = ink_xasprintf("%s/%s", dir, e->d_name);
+        cleanup_free char *text = NULL;
+        if (ink_read_file(path, 16 << 20, &text, NULL, NULL) < 0)
+            continue;
+        static const char exited[] = "application exiting with exit status ";
+        static const char killed[] = "application exiting with killed by signal ";
+        const char *p;
+        if ((p = strstr(text, exited)))
+            status = atoi(p + sizeof exited - 1);
+        else if ((p = strstr(text, killed)))
+            status = 128 + atoi(p + sizeof killed - 1);
+    }
+    closedir(d);
+    return status;
 }
 
 int ink_runsc_stats(const ink_runsc *r, const char *id, ink_sandbox_stats *st, ink_err *err)
@@ -391,6 +514,13 @@ int ink_runsc_stats(const ink_runsc *r, const char *id, ink_sandbox_stats *st, i
 int ink_runsc_exec(const ink_runsc *r, const char *id, char *const argv[], int64_t timeout_ms,
                    size_t max_output, ink_exec_result *res, ink_err *err)
 {
+    return ink_runsc_exec_input(r, id, argv, NULL, 0, timeout_ms, max_output, res, err);
+}
+
+int ink_runsc_exec_input(const ink_runsc *r, const char *id, char *const argv[], const void *input,
+                         size_t input_len, int64_t timeout_ms, size_t max_output,
+                         ink_exec_result *res, ink_err *err)
+{
     *res = (ink_exec_result){0};
     if (!argv || !argv[0])
         return ink_err_set(err, 0, "exec: empty command");
@@ -398,6 +528,8 @@ int ink_runsc_exec(const ink_runsc *r, const char *id, char *const argv[], int64
     c.args[c.nargs++] = "exec";
     c.args[c.nargs++] = id;
     c.extra = argv;
+    c.input = input;
+    c.input_len = input ? input_len : 0;
     c.timeout_ms = timeout_ms;
     c.max_output = max_output;
     int rc = run_cmd(&c, err);
@@ -423,4 +555,105 @@ void ink_exec_result_free(ink_exec_result *res)
     free(res->out);
     free(res->errout);
     *res = (ink_exec_result){0};
+}
+
+int ink_runsc_wait_start(const ink_runsc *r, const char *id, ink_runsc_waiter *w, ink_err *err)
+{
+    *w = (ink_runsc_waiter){.pid = -1, .fd = -1};
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return ink_err_set(err, errno, "pipe");
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "wait";
+    c.args[c.nargs++] = id;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return ink_err_set(err, e, "fork");
+    }
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        child_exec(&c, p[1], devnull >= 0 ? devnull : p[1], -1);
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    w->pid = pid;
+    w->fd = p[0];
+    return 0;
+}
+
+int ink_runsc_wait_collect(ink_runsc_waiter *w, int *exit_status)
+{
+    if (w->pid <= 0)
+        return -1;
+    for (;;) {
+        ssize_t n = read(w->fd, w->out + w->len, sizeof w->out - 1 - w->len);
+        if (n > 0) {
+            w->len += (size_t)n;
+            if (w->len < sizeof w->out - 1)
+                continue;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            return 0; /* still waiting */
+        }
+        break;
+    }
+    /* EOF (or a full buffer): runsc wait is done. */
+    int status;
+    while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    close(w->fd);
+    w->out[w->len] = '\0';
+    json_t *j = json_loads(w->out, JSON_DISABLE_EOF_CHECK, NULL);
+    json_t *es = json_object_get(j, "exitStatus");
+    *exit_status = es && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? (int)json_integer_value(es)
+                                                                       : -1;
+    json_decref(j);
+    *w = (ink_runsc_waiter){.pid = -1, .fd = -1};
+    return 1;
+}
+
+void ink_runsc_wait_cancel(ink_runsc_waiter *w)
+{
+    if (w->pid <= 0)
+        return;
+    kill(w->pid, SIGKILL);
+    while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    close(w->fd);
+    *w = (ink_runsc_waiter){.pid = -1, .fd = -1};
+}
+
+int ink_runsc_list(const ink_runsc *r, char ***ids, size_t *n, ink_err *err)
+{
+    *ids = NULL;
+    *n = 0;
+    cmd c = new_cmd(r);
+    c.args[c.nargs++] = "list";
+    c.args[c.nargs++] = "--format=json";
+    int rc = run_cmd(&c, err);
+    if (rc == 0)
+        rc = check_exit(&c, "list", "", err);
+    if (rc == 0) {
+        json_t *j = json_loads(c.out, JSON_DISABLE_EOF_CHECK, NULL);
+        if (!json_is_array(j) && !json_is_null(j) && strcmp(c.out, "null\n") != 0) {
+            rc = ink_err_set(err, 0, "runsc list: unreadable output");
+        } else {
+            size_t i;
+            json_t *v;
+            *ids = ink_xcalloc(json_array_size(j) + 1, sizeof **ids);
+            json_array_foreach(j, i, v)
+            {
+                const char *id = json_string_value(json_object_get(v, "id"));
+                if (id)
+                    (*ids)[(*n)++] = ink_xstrdup(id);
+            }
+        }
+        json_decref(j);
+    }
+    cmd_free(&c);
+    return rc;
 }

@@ -21,7 +21,8 @@ typedef struct ink_runsc {
     const char *binary; /* "runsc" or a path */
     const char *root;   /* state directory of Ink's sandboxes */
     ink_runsc_network network;
-    int64_t timeout_ms; /* per command; 0 = 30 s */
+    int64_t timeout_ms;    /* per command; 0 = 30 s */
+    const char *netns_dir; /* workload namespace mounts (named by sandbox id), or NULL */
 } ink_runsc;
 
 typedef enum {
@@ -70,7 +71,36 @@ typedef struct ink_exec_result {
  * stream, killing it after timeout_ms. */
 int ink_runsc_exec(const ink_runsc *r, const char *id, char *const argv[], int64_t timeout_ms,
                    size_t max_output, ink_exec_result *res, ink_err *err);
+/* The same with input (input_len bytes) on the command's stdin. */
+int ink_runsc_exec_input(const ink_runsc *r, const char *id, char *const argv[], const void *input,
+                         size_t input_len, int64_t timeout_ms, size_t max_output,
+                         ink_exec_result *res, ink_err *err);
 void ink_exec_result_free(ink_exec_result *res);
+
+/* `runsc wait` in a child process: the one way to learn a sandbox's exit
+ * status (once it has stopped, runsc no longer knows it). fd becomes
+ * readable when the sandbox has ended. */
+typedef struct ink_runsc_waiter {
+    int pid; /* -1 when none */
+    int fd;
+    char out[512];
+    size_t len;
+} ink_runsc_waiter;
+
+int ink_runsc_wait_start(const ink_runsc *r, const char *id, ink_runsc_waiter *w, ink_err *err);
+/* 0 while the sandbox runs; 1 when it ended, with *exit_status (the app's
+ * exit code, 128+signal when killed, -1 when runsc could not tell). */
+int ink_runsc_wait_collect(ink_runsc_waiter *w, int *exit_status);
+/* Stops waiting (the sandbox is not affected). */
+void ink_runsc_wait_cancel(ink_runsc_waiter *w);
+
+/* The app's exit status as the ended sandbox recorded it (exit code, or
+ * 128+signal), or -1 when it did not. Read it before delete. */
+int ink_runsc_exit_status(const ink_runsc *r, const char *id);
+
+/* The ids of every sandbox under the root (caller frees each and the
+ * array). */
+int ink_runsc_list(const ink_runsc *r, char ***ids, size_t *n, ink_err *err);
 
 const char *ink_sandbox_status_name(ink_sandbox_status s);
 

@@ -42,7 +42,7 @@ int main(int argc, char **argv)
     }
     a.secret_env = ptrs;
     a.n_secret_env = (size_t)nenv;
-    ink_bundle_spec spec = {&a, &img, argv[1], NULL};
+    ink_bundle_spec spec = {.assignment = &a, .image = &img, .rootfs = argv[1]};
     char *out = NULL;
     ink_err err = {0};
     int rc = ink_bundle_config(&spec, &out, &err);

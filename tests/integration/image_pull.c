@@ -4,14 +4,17 @@
  *   image_pull [options] STORE pull REF
  *   image_pull [options] STORE load DIGEST
  *   image_pull [options] STORE gc [KEEP_DIGEST...]
+ *   image_pull [options] STORE unpack DIGEST DEST
  *
  * options: --plain HOST[:PORT] (repeatable), --user U, --password P,
- *          --ca FILE, --timeout-ms N, --max-blob N
+ *          --ca FILE, --timeout-ms N, --max-blob N,
+ *          --max-unpack-bytes N, --max-unpack-entries N
  *
  * pull and load print the image as "key value" lines; gc prints
- * "freed N". Errors go to stderr as "error: ..." with exit status 1. The
- * library's logs (the "image pulled" line counts fetched blobs) go to
- * stderr too. */
+ * "freed N"; unpack extracts a pulled image into DEST (needs root) with
+ * this build's ink-unpack helper. Errors go to stderr as "error: ..." with
+ * exit status 1. The library's logs (the "image pulled" line counts
+ * fetched blobs) go to stderr too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +25,9 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: image_pull [--plain HOST] [--user U --password P] [--ca FILE] "
-                    "[--timeout-ms N] [--max-blob N] STORE pull REF | load DIGEST | gc "
-                    "[DIGEST...]\n");
+                    "[--timeout-ms N] [--max-blob N] [--max-unpack-bytes N] "
+                    "[--max-unpack-entries N] STORE pull REF | load DIGEST | gc [DIGEST...] | "
+                    "unpack DIGEST DEST\n");
     exit(2);
 }
 
@@ -59,6 +63,7 @@ int main(int argc, char **argv)
 {
     const char *plain[16];
     ink_registry_opts opts = {.plain_http = plain};
+    ink_unpack_limits limits = {0};
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (i + 1 >= argc)
@@ -76,6 +81,10 @@ int main(int argc, char **argv)
             opts.timeout_ms = strtoll(v, NULL, 10);
         else if (strcmp(argv[i], "--max-blob") == 0)
             opts.max_blob_bytes = strtoull(v, NULL, 10);
+        else if (strcmp(argv[i], "--max-unpack-bytes") == 0)
+            limits.max_bytes = strtoull(v, NULL, 10);
+        else if (strcmp(argv[i], "--max-unpack-entries") == 0)
+            limits.max_entries = strtoull(v, NULL, 10);
         else
             usage();
     }
@@ -83,6 +92,8 @@ int main(int argc, char **argv)
         usage();
     const char *root = argv[i], *cmd = argv[i + 1];
     ink_log_init("image_pull", INK_LOG_INFO, INK_LOG_LOGFMT);
+    /* This build's helper, not one installed on the host. */
+    ink_image_set_unpack_helper(INK_TEST_UNPACK_HELPER);
 
     ink_err err = {0};
     ink_image_store *s;
@@ -110,6 +121,14 @@ int main(int argc, char **argv)
         rc = freed < 0 ? -1 : 0;
         if (rc == 0)
             printf("freed %lld\n", (long long)freed);
+    } else if (strcmp(cmd, "unpack") == 0 && argc - i == 4) {
+        rc = ink_image_load(s, argv[i + 2], &img, &err);
+        if (rc == 0) {
+            rc = ink_image_unpack_opts(s, &img, argv[i + 3], &limits, &err);
+            ink_image_free(&img);
+        }
+        if (rc == 0)
+            printf("unpacked %s\n", argv[i + 3]);
     } else {
         ink_image_store_close(s);
         usage();

@@ -39,7 +39,7 @@ static void write_bundle(fixture *f, const char *script)
     a.workload_id = f->id;
     a.app = "runsc-test";
     char *rootfs = ink_xasprintf("%s/rootfs", f->bundle);
-    ink_bundle_spec spec = {&a, &img, rootfs, NULL};
+    ink_bundle_spec spec = {.assignment = &a, .image = &img, .rootfs = rootfs};
     char *json = NULL;
     ink_err err = {0};
     if (ink_bundle_config(&spec, &json, &err) < 0)

@@ -64,7 +64,7 @@ static ink_image_config image(void)
 static json_t *render(fixture *f, const Ink__V1__Assignment *a, const ink_image_config *img,
                       const char *netns)
 {
-    ink_bundle_spec spec = {a, img, f->rootfs, netns};
+    ink_bundle_spec spec = {.assignment = a, .image = img, .rootfs = f->rootfs, .netns_path = netns};
     char *text = NULL;
     ink_err err = {0};
     if (ink_bundle_config(&spec, &text, &err) < 0)
@@ -228,7 +228,7 @@ static void test_errors(void **state)
     Ink__V1__Assignment a = INK__V1__ASSIGNMENT__INIT;
     a.workload_id = "w";
     ink_image_config empty = {0};
-    ink_bundle_spec spec = {&a, &empty, f->rootfs, NULL};
+    ink_bundle_spec spec = {.assignment = &a, .image = &empty, .rootfs = f->rootfs};
     char *text = NULL;
     ink_err err = {0};
     assert_int_equal(ink_bundle_config(&spec, &text, &err), -1);

@@ -3,7 +3,8 @@
  * Layers are built here with libarchive's writer. Hostile layers must fail
  * with an error naming the entry and leave the directories next to the
  * destination ("sentinel", empty; "victim", holding one file) untouched.
- * Extraction needs root (chroot, chown); the tests fail without it. */
+ * Extraction needs root (chroot, chown); the tests fail without it. It runs
+ * in the ink-unpack helper of this build (INK_TEST_UNPACK_HELPER). */
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
@@ -47,6 +48,7 @@ typedef struct {
     char sentinel[192]; /* dir/sentinel: must stay empty */
     char victim[192];   /* dir/victim: holds "keep", must keep it */
     int nlayers;
+    int nimages;
 } fixture;
 
 static int setup(void **state)
@@ -144,6 +146,53 @@ static void write_layer(const char *path, const char *filter, const tent *ents, 
             assert_int_equal(archive_write_data(a, t->arg, size), (la_ssize_t)size);
         archive_entry_free(e);
     }
+    assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+    archive_write_free(a);
+}
+
+/* A gzip layer holding one file of size zero bytes: it compresses about
+ * a thousandfold. */
+static void write_zeros_layer(const char *path, const char *name, size_t size)
+{
+    struct archive *a = archive_write_new();
+    assert_non_null(a);
+    assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+    assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    struct archive_entry *e = archive_entry_new();
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, (la_int64_t)size);
+    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    static const char zeros[64 * 1024];
+    for (size_t done = 0; done < size; done += sizeof zeros) {
+        size_t n = size - done < sizeof zeros ? size - done : sizeof zeros;
+        assert_int_equal(archive_write_data(a, zeros, n), (la_ssize_t)n);
+    }
+    archive_entry_free(e);
+    assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+    archive_write_free(a);
+}
+
+/* A layer holding one sparse file of the given size with 4 bytes of data:
+ * a few hundred bytes of layer. */
+static void write_sparse_layer(const char *path, const char *name, int64_t size)
+{
+    struct archive *a = archive_write_new();
+    assert_non_null(a);
+    assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+    assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    struct archive_entry *e = archive_entry_new();
+    archive_entry_set_pathname(e, name);
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, size);
+    archive_entry_sparse_add_entry(e, 0, 4);
+    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    assert_int_equal(archive_write_data(a, "data", 4), 4);
+    archive_entry_free(e);
     assert_int_equal(archive_write_close(a), ARCHIVE_OK);
     archive_write_free(a);
 }
@@ -441,49 +490,65 @@ static void test_whiteouts(void **state)
     assert_content(f, "fresh/one", "1\n");
 }
 
+/* An image in a fresh store under the fixture's directory: the layer
+ * files (moved into the store) get the digests sha256:0...01, 0...02 and so
+ * on, the manifest sha256:0...09. */
+typedef struct test_image {
+    ink_image_store *store;
+    char digests[4][INK_DIGEST_MAX];
+    char *layers[4];
+    char *types[4];
+    ink_image img;
+} test_image;
+
+static void make_image(fixture *f, test_image *ti, const char *const *files,
+                       const char *const *types, size_t n)
+{
+    assert_true(n <= INK_ARRAY_LEN(ti->layers));
+    *ti = (test_image){0};
+    char root[256];
+    snprintf(root, sizeof root, "%s/store%d", f->dir, f->nimages++);
+    ink_err err = {0};
+    if (ink_image_store_open(root, &ti->store, &err) < 0)
+        fail_msg("%s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ti->digests[i], sizeof ti->digests[i], "sha256:%064zu", i + 1);
+        ti->layers[i] = ti->digests[i];
+        ti->types[i] = (char *)types[i];
+        char *blob = ink_image_blob_path(ti->store, ti->layers[i]);
+        assert_non_null(blob);
+        char *dir = ink_xstrdup(blob);
+        *strrchr(dir, '/') = '\0';
+        assert_int_equal(ink_mkdir_p(dir, 0755, &err), 0);
+        assert_int_equal(rename(files[i], blob), 0);
+        free(dir);
+        free(blob);
+    }
+    snprintf(ti->img.manifest_digest, sizeof ti->img.manifest_digest, "sha256:%064d", 9);
+    ti->img.layers = ti->layers;
+    ti->img.layer_media_types = ti->types;
+    ti->img.nlayers = n;
+}
+
 /* The same, through ink_image_unpack and the image store. */
 static void test_image_unpack(void **state)
 {
     fixture *f = *state;
     need_root();
-    char root[256], l1[256], l2[256];
-    snprintf(root, sizeof root, "%s/store", f->dir);
+    char l1[256], l2[256];
     snprintf(l1, sizeof l1, "%s/l1.tar.gz", f->dir);
     snprintf(l2, sizeof l2, "%s/l2.tar", f->dir);
     const tent e1[] = {{"etc/os-release", 'f', "ink\n", 0, 0, 0}, {"gone", 'f', "x", 0, 0, 0}};
     const tent e2[] = {{".wh.gone", 'f', "", 0, 0, 0}, {"app/run", 'f', "run\n", 0755, 0, 0}};
     write_layer(l1, "gzip", e1, 2);
     write_layer(l2, "none", e2, 2);
+    test_image ti;
+    make_image(f, &ti, (const char *[]){l1, l2}, (const char *[]){MT_DOCKER, MT_TAR}, 2);
 
     ink_err err = {0};
-    ink_image_store *s = NULL;
-    if (ink_image_store_open(root, &s, &err) < 0)
-        fail_msg("%s", err.msg);
-    char d1[INK_DIGEST_MAX], d2[INK_DIGEST_MAX];
-    snprintf(d1, sizeof d1, "sha256:%064d", 1);
-    snprintf(d2, sizeof d2, "sha256:%064d", 2);
-    char *layers[2] = {d1, d2};
-    const char *srcs[2] = {l1, l2};
-    for (int i = 0; i < 2; i++) {
-        char *blob = ink_image_blob_path(s, layers[i]);
-        assert_non_null(blob);
-        char *dir = ink_xstrdup(blob);
-        *strrchr(dir, '/') = '\0';
-        assert_int_equal(ink_mkdir_p(dir, 0755, &err), 0);
-        assert_int_equal(rename(srcs[i], blob), 0);
-        free(dir);
-        free(blob);
-    }
-    char *types[2] = {MT_DOCKER, MT_TAR};
-    ink_image img = {0};
-    snprintf(img.manifest_digest, sizeof img.manifest_digest, "sha256:%064d", 9);
-    img.layers = layers;
-    img.layer_media_types = types;
-    img.nlayers = 2;
-
     char dest[256];
     snprintf(dest, sizeof dest, "%s/rootfs", f->dir);
-    if (ink_image_unpack(s, &img, dest, &err) < 0)
+    if (ink_image_unpack(ti.store, &ti.img, dest, &err) < 0)
         fail_msg("%s", err.msg);
     char path[300];
     snprintf(path, sizeof path, "%s/app/run", dest);
@@ -494,17 +559,228 @@ static void test_image_unpack(void **state)
     assert_int_equal(access(path, F_OK), -1);
 
     /* Not into a directory that already holds something. */
-    assert_int_equal(ink_image_unpack(s, &img, dest, &err), -1);
+    assert_int_equal(ink_image_unpack(ti.store, &ti.img, dest, &err), -1);
     assert_non_null(strstr(err.msg, "not empty"));
 
     /* A bad layer is named with the image. */
-    types[1] = "application/x-nonsense";
+    ti.types[1] = "application/x-nonsense";
     snprintf(dest, sizeof dest, "%s/rootfs2", f->dir);
-    assert_int_equal(ink_image_unpack(s, &img, dest, &err), -1);
+    assert_int_equal(ink_image_unpack(ti.store, &ti.img, dest, &err), -1);
     print_message("    %s\n", err.msg);
     assert_non_null(strstr(err.msg, "layer 2 of 2"));
     assert_non_null(strstr(err.msg, "unsupported media type"));
-    ink_image_store_close(s);
+    ink_image_store_close(ti.store);
+}
+
+/* ------------------------------------------------------------------ limits */
+
+/* "layer I+1 of N (<digest>)", as errors name a layer of ti. */
+static const char *layer_named(const test_image *ti, size_t i)
+{
+    static char buf[128];
+    snprintf(buf, sizeof buf, "layer %zu of %zu (%s)", i + 1, ti->img.nlayers, ti->digests[i]);
+    return buf;
+}
+
+/* Unpacks ti into the fixture's next directory "<dir>/limitsN" with the
+ * given limits; returns that directory in dest. */
+static int unpack_limited(fixture *f, test_image *ti, uint64_t max_bytes, uint64_t max_entries,
+                          char *dest, size_t destlen, ink_err *err)
+{
+    static int n;
+    snprintf(dest, destlen, "%s/limits%d", f->dir, n++);
+    const ink_unpack_limits lim = {.max_bytes = max_bytes, .max_entries = max_entries};
+    return ink_image_unpack_opts(ti->store, &ti->img, dest, &lim, err);
+}
+
+static bool exists_in(const char *dir, const char *rel)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static void assert_has(const char *msg, const char *needle)
+{
+    if (!strstr(msg, needle))
+        fail_msg("\"%s\" not in: %s", needle, msg);
+}
+
+/* Regular-file bytes add up over the layers; the file that would cross the
+ * limit is refused before it is created, and the error names the layer. */
+static void test_byte_limit(void **state)
+{
+    fixture *f = *state;
+    need_root();
+    char a[601], b[601];
+    memset(a, 'a', 600);
+    memset(b, 'b', 600);
+    a[600] = b[600] = '\0';
+    char l1[256], l2[256];
+    snprintf(l1, sizeof l1, "%s/l1.tar.gz", f->dir);
+    snprintf(l2, sizeof l2, "%s/l2.tar.gz", f->dir);
+    const tent e1[] = {{"d/", 'd', NULL, 0, 0, 0}, {"d/a", 'f', a, 0, 0, 0}};
+    const tent e2[] = {
+        {"c", 'f', "0123456789", 0, 0, 0}, {"b", 'f', b, 0, 0, 0}, {"link", 'l', "d/a", 0, 0, 0}};
+    write_layer(l1, "gzip", e1, 2);
+    write_layer(l2, "gzip", e2, 3);
+    test_image ti;
+    make_image(f, &ti, (const char *[]){l1, l2}, (const char *[]){MT_GZIP, MT_GZIP}, 2);
+
+    ink_err err = {0};
+    char dest[256];
+    assert_int_equal(unpack_limited(f, &ti, 1000, 0, dest, sizeof dest, &err), -1);
+    print_message("    refused: %s\n", err.msg);
+    assert_has(err.msg, layer_named(&ti, 1));
+    assert_has(err.msg, "entry b: file of 600 bytes exceeds the unpack limit of 1000 bytes");
+    assert_has(err.msg, "(610 bytes written before it)");
+    assert_true(exists_in(dest, "d/a"));
+    assert_true(exists_in(dest, "c"));
+    assert_false(exists_in(dest, "b"));
+    assert_false(exists_in(dest, "link"));
+
+    /* Exactly the limit is fine; 0 is the default. */
+    if (unpack_limited(f, &ti, 1210, 0, dest, sizeof dest, &err) < 0)
+        fail_msg("at the limit: %s", err.msg);
+    assert_true(exists_in(dest, "link"));
+    if (unpack_limited(f, &ti, 0, 0, dest, sizeof dest, &err) < 0)
+        fail_msg("default limits: %s", err.msg);
+    assert_true(exists_in(dest, "b"));
+    ink_image_store_close(ti.store);
+}
+
+/* Entries of every kind count, whiteouts too. */
+static void test_entry_limit(void **state)
+{
+    fixture *f = *state;
+    need_root();
+    char l1[256], l2[256];
+    snprintf(l1, sizeof l1, "%s/l1.tar", f->dir);
+    snprintf(l2, sizeof l2, "%s/l2.tar.zst", f->dir);
+    const tent e1[] = {
+        {"d/", 'd', NULL, 0, 0, 0}, {"d/x", 'f', "x", 0, 0, 0}, {"y", 'l', "d/x", 0, 0, 0}};
+    const tent e2[] = {
+        {".wh.y", 'f', "", 0, 0, 0}, {"z", 'f', "z", 0, 0, 0}, {"w/", 'd', NULL, 0, 0, 0}};
+    write_layer(l1, "none", e1, 3);
+    write_layer(l2, "zstd", e2, 3);
+    test_image ti;
+    make_image(f, &ti, (const char *[]){l1, l2}, (const char *[]){MT_TAR, MT_ZSTD}, 2);
+
+    ink_err err = {0};
+    char dest[256];
+    assert_int_equal(unpack_limited(f, &ti, 0, 5, dest, sizeof dest, &err), -1);
+    print_message("    refused: %s\n", err.msg);
+    assert_has(err.msg, layer_named(&ti, 1));
+    assert_has(err.msg, "entry w/: more entries than the unpack limit of 5 for the image");
+    assert_true(exists_in(dest, "z"));
+    assert_false(exists_in(dest, "y"));
+    assert_false(exists_in(dest, "w"));
+
+    if (unpack_limited(f, &ti, 0, 6, dest, sizeof dest, &err) < 0)
+        fail_msg("at the limit: %s", err.msg);
+    assert_true(exists_in(dest, "w"));
+    /* One layer alone over the limit: refused at its first entry too much. */
+    assert_int_equal(unpack_limited(f, &ti, 0, 2, dest, sizeof dest, &err), -1);
+    assert_has(err.msg, "layer 1 of 2");
+    assert_has(err.msg, "entry y: more entries than the unpack limit of 2");
+    ink_image_store_close(ti.store);
+}
+
+/* A small layer that expands a thousandfold, and a sparse file that claims
+ * more than the default limit: both refused before anything is written. */
+static void test_gzip_bomb(void **state)
+{
+    fixture *f = *state;
+    need_root();
+    char bomb[256];
+    snprintf(bomb, sizeof bomb, "%s/bomb.tar.gz", f->dir);
+    write_zeros_layer(bomb, "zeros", 64 << 20);
+    struct stat st;
+    assert_int_equal(stat(bomb, &st), 0);
+    assert_true(st.st_size < (1 << 20));
+    test_image ti;
+    make_image(f, &ti, (const char *[]){bomb}, (const char *[]){MT_GZIP}, 1);
+    ink_err err = {0};
+    char dest[256];
+    assert_int_equal(unpack_limited(f, &ti, 1 << 20, 0, dest, sizeof dest, &err), -1);
+    print_message("    refused: %s\n", err.msg);
+    assert_has(err.msg, "layer 1 of 1 (sha256:");
+    assert_has(err.msg, "entry zeros: file of 67108864 bytes exceeds the unpack limit of 1048576");
+    assert_false(exists_in(dest, "zeros"));
+    ink_image_store_close(ti.store);
+
+    /* ink_layer_unpack and ink_image_unpack have the default limits. */
+    char sparse[256];
+    snprintf(sparse, sizeof sparse, "%s/sparse.tar.gz", f->dir);
+    write_sparse_layer(sparse, "huge", INK_UNPACK_DEFAULT_MAX_BYTES + 1);
+    assert_int_equal(ink_layer_unpack(sparse, MT_GZIP, f->dest, &err), -1);
+    print_message("    refused: %s\n", err.msg);
+    assert_has(err.msg, sparse);
+    assert_has(err.msg, "entry huge: file of 10737418241 bytes exceeds the unpack limit of "
+                        "10737418240 bytes");
+    assert_false(exists(f, "huge"));
+    write_sparse_layer(sparse, "huge", INK_UNPACK_DEFAULT_MAX_BYTES);
+    if (ink_layer_unpack(sparse, MT_GZIP, f->dest, &err) < 0)
+        fail_msg("sparse file at the limit: %s", err.msg);
+    assert_int_equal(lstat_of(f, "huge").st_size, (off_t)INK_UNPACK_DEFAULT_MAX_BYTES);
+    assert_true(lstat_of(f, "huge").st_blocks < 1024);
+    assert_surroundings_intact(f);
+}
+
+/* ------------------------------------------------------------- the helper */
+
+/* Extraction runs in the program set with ink_image_set_unpack_helper. */
+static void test_helper_path(void **state)
+{
+    fixture *f = *state;
+    need_root();
+    const tent one[] = {{"x", 'f', "x", 0, 0, 0}};
+    char path[256];
+    snprintf(path, sizeof path, "%s/one.tar", f->dir);
+    write_layer(path, "none", one, 1);
+    ink_err err = {0};
+
+    char missing[256];
+    snprintf(missing, sizeof missing, "%s/no-such-dir/ink-unpack", f->dir);
+    ink_image_set_unpack_helper(missing);
+    assert_int_equal(ink_layer_unpack(path, MT_TAR, f->dest, &err), -1);
+    print_message("    %s\n", err.msg);
+    assert_has(err.msg, path);
+    assert_has(err.msg, "starting the unpack helper");
+    assert_has(err.msg, missing);
+    assert_has(err.msg, "No such file or directory");
+    assert_int_equal(err.errnum, ENOENT);
+
+    /* Some other program: it does not answer as the helper would. */
+    ink_image_set_unpack_helper("/bin/true");
+    assert_int_equal(ink_layer_unpack(path, MT_TAR, f->dest, &err), -1);
+    print_message("    %s\n", err.msg);
+    assert_has(err.msg, "unpack helper /bin/true exited with status 0 and no report");
+
+    /* The default search, from this test's directory: not found there,
+     * unless an installed helper exists. */
+    ink_image_set_unpack_helper(NULL);
+    if (ink_layer_unpack(path, MT_TAR, f->dest, &err) < 0) {
+        print_message("    %s\n", err.msg);
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        assert_true(n > 0);
+        self[n] = '\0';
+        *strrchr(self, '/') = '\0';
+        char want[PATH_MAX + 64];
+        snprintf(want, sizeof want,
+                 "unpack helper ink-unpack not found (tried %s/ink-unpack, "
+                 "%s/../libexec/ink/ink-unpack, /",
+                 self, self);
+        assert_has(err.msg, want);
+        assert_false(exists(f, "x"));
+    }
+
+    ink_image_set_unpack_helper(INK_TEST_UNPACK_HELPER);
+    if (ink_layer_unpack(path, MT_TAR, f->dest, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_content(f, "x", "x");
 }
 
 /* ---------------------------------------------------------- hostile layers */
@@ -928,12 +1204,18 @@ int main(void)
 {
     /* The test's own layers carry UTF-8 names. */
     setlocale(LC_CTYPE, "C.UTF-8");
+    /* This build's helper, not one installed on the host. */
+    ink_image_set_unpack_helper(INK_TEST_UNPACK_HELPER);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean_path),
         cmocka_unit_test_setup_teardown(test_regular_layer, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_compressions, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_whiteouts, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_image_unpack, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_byte_limit, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_entry_limit, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_gzip_bomb, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_helper_path, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_dotdot_and_absolute, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_symlink_escape, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_hardlink_escape, setup, test_scratch_teardown),

@@ -1,12 +1,12 @@
 #include "testlib.h"
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "pki.h"
+#include "util.h"
 
 int test_mkdtemp(char *out, size_t outlen, const char *tag)
 {
@@ -14,16 +14,9 @@ int test_mkdtemp(char *out, size_t outlen, const char *tag)
     return mkdtemp(out) ? 0 : -1;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return (type == FTW_DP ? rmdir(path) : unlink(path)) < 0 ? -1 : 0;
-}
-
 int test_rmtree(const char *path)
 {
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return ink_rmtree(path);
 }
 
 int test_scratch_setup(void **state)

@@ -1,0 +1,879 @@
+/* One workload's reconcile loop.
+ *
+ * A pass (converge) compares the wanted spec with what exists and does the
+ * next step:
+ *
+ *   prepare     image pulled (or loaded by digest), root filesystem
+ *               unpacked, namespace and veth, config.json      PULLING
+ *   start       runsc run with the log FIFOs as stdio          STARTING
+ *   ready       the app's port accepts connections             RUNNING
+ *   exit        exit status (runsc wait) and OOM (cgroup),
+ *               restart after a backoff                        STARTING / CRASH_LOOP
+ *   remove      listener, sandbox, cgroup, network, files      STOPPED
+ *
+ * Between passes the thread sleeps in poll() on the log FIFOs (it is also
+ * the log pump), the runsc wait pipe and an eventfd, so an exit or a new
+ * spec is acted on at once and the app never blocks on a full pipe. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "bundle.h"
+#include "cgroup.h"
+#include "log.h"
+#include "util.h"
+#include "supervisor_internal.h"
+
+#define READY_POLL_MS 200
+#define PREPARE_BACKOFF_MIN_MS 1000
+#define PREPARE_BACKOFF_MAX_MS 300000
+
+/* What the loop keeps on disk (workloads/<id>/state.json). */
+typedef struct persisted {
+    uint64_t prepared_generation; /* config.json is for this generation */
+    char image_digest[INK_DIGEST_MAX];
+    uint64_t sandbox_generation; /* the sandbox runsc has was started for it */
+    uint32_t published_port;     /* chosen by the agent when the spec has none */
+    ink_restart restart;
+} persisted;
+
+typedef struct loop {
+    ink_workload *w;
+    ink_supervisor *s;
+    Ink__V1__Assignment *want; /* owned */
+    bool remove;
+    persisted p;
+    ink_log_sink *logs;
+    ink_runsc_waiter waiter;
+    bool exited; /* the waiter saw the sandbox end */
+    int exit_status;
+    bool sandbox_up; /* started or adopted, not yet seen ending */
+    ink_workload_net net;
+    bool net_ready;
+    bool published;
+    bool ready; /* the app's port answered */
+    ink_backoff prepare_backoff;
+    int64_t next_attempt_ms; /* after a failed step; 0 = now */
+    char *bundle_dir, *state_path, *log_dir, *cgroup;
+} loop;
+
+Ink__V1__Assignment *ink_assignment_dup(const Ink__V1__Assignment *a)
+{
+    size_t n = protobuf_c_message_get_packed_size(&a->base);
+    uint8_t *buf = ink_xmalloc(n ? n : 1);
+    protobuf_c_message_pack(&a->base, buf);
+    Ink__V1__Assignment *copy = ink__v1__assignment__unpack(NULL, n, buf);
+    free(buf);
+    if (!copy)
+        abort();
+    return copy;
+}
+
+ink_workload *ink_workload_new(ink_supervisor *s, const char *id)
+{
+    ink_workload *w = ink_xcalloc(1, sizeof *w);
+    w->sup = s;
+    snprintf(w->id, sizeof w->id, "%s", id);
+    w->dir = ink_xasprintf("%s/%s", s->workloads_dir, id);
+    w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->wake_fd < 0)
+        abort();
+    w->status.state = INK__V1__WORKLOAD_STATUS__STATE__PENDING;
+    w->status.since_ms = ink_now_ms();
+    return w;
+}
+
+void ink_workload_wake(ink_workload *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+void ink_workload_free(ink_workload *w)
+{
+    if (!w)
+        return;
+    if (w->next_want)
+        ink__v1__assignment__free_unpacked(w->next_want, NULL);
+    close(w->wake_fd);
+    free(w->dir);
+    free(w);
+}
+
+/* ------------------------------------------------------------ status */
+
+static void set_status(loop *l, Ink__V1__WorkloadStatus__State state, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_status(loop *l, Ink__V1__WorkloadStatus__State state, const char *fmt, ...)
+{
+    char reason[512] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(reason, sizeof reason, fmt, ap);
+        va_end(ap);
+    }
+    ink_supervisor *s = l->s;
+    pthread_mutex_lock(&s->mu);
+    ink_workload_status *st = &l->w->status;
+    bool changed = st->state != state || strcmp(st->reason, reason) != 0 ||
+                   st->restarts != l->p.restart.restarts ||
+                   (l->want && st->generation != l->want->generation) ||
+                   st->running != l->sandbox_up || st->published_port != l->p.published_port;
+    if (st->state != state)
+        st->since_ms = ink_now_ms();
+    st->state = state;
+    snprintf(st->reason, sizeof st->reason, "%s", reason);
+    if (l->want)
+        st->generation = l->want->generation;
+    st->restarts = l->p.restart.restarts;
+    st->running = l->sandbox_up;
+    st->published_port = l->published ? l->p.published_port : 0;
+    snprintf(st->image_digest, sizeof st->image_digest, "%s", l->p.image_digest);
+    snprintf(st->address, sizeof st->address, "%s", l->net_ready ? l->net.addr_str : "");
+    snprintf(st->host_ifname, sizeof st->host_ifname, "%s", l->net_ready ? l->net.host_ifname : "");
+    pthread_mutex_unlock(&s->mu);
+    if (changed && s->cfg.on_change)
+        s->cfg.on_change(s->cfg.arg);
+}
+
+/* A line in the workload's own log, for `ink logs` readers. */
+static void syslog_line(loop *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void syslog_line(loop *l, const char *fmt, ...)
+{
+    if (!l->logs)
+        return;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    ink_err err = {0};
+    if (ink_log_sink_system(l->logs, text, &err) < 0)
+        LOG_WARN("writing workload log failed", "workload", l->w->id, "error", err.msg);
+}
+
+/* ------------------------------------------------------------ persisted */
+
+static void load_persisted(loop *l)
+{
+    cleanup_free char *text = NULL;
+    ink_err err = {0};
+    if (ink_read_file(l->state_path, 1 << 20, &text, NULL, &err) < 0) {
+        if (err.errnum != ENOENT)
+            LOG_WARN("workload state unreadable; starting afresh", "workload", l->w->id, "error",
+                     err.msg);
+        return;
+    }
+    json_t *j = json_loads(text, 0, NULL);
+    if (!json_is_object(j)) {
+        LOG_WARN("workload state unreadable; starting afresh", "workload", l->w->id);
+        json_decref(j);
+        return;
+    }
+    persisted *p = &l->p;
+    p->prepared_generation = (uint64_t)json_integer_value(json_object_get(j, "prepared_generation"));
+    p->sandbox_generation = (uint64_t)json_integer_value(json_object_get(j, "sandbox_generation"));
+    p->published_port = (uint32_t)json_integer_value(json_object_get(j, "published_port"));
+    const char *d = json_string_value(json_object_get(j, "image_digest"));
+    snprintf(p->image_digest, sizeof p->image_digest, "%s", d ? d : "");
+    json_t *r = json_object_get(j, "restart");
+    p->restart.restarts = (uint32_t)json_integer_value(json_object_get(r, "restarts"));
+    p->restart.recent = (uint32_t)json_integer_value(json_object_get(r, "recent"));
+    p->restart.started_ms = json_integer_value(json_object_get(r, "started_ms"));
+    p->restart.next_start_ms = json_integer_value(json_object_get(r, "next_start_ms"));
+    p->restart.crash_loop = json_is_true(json_object_get(r, "crash_loop"));
+    const char *reason = json_string_value(json_object_get(r, "reason"));
+    snprintf(p->restart.reason, sizeof p->restart.reason, "%s", reason ? reason : "");
+    json_decref(j);
+}
+
+static void save_persisted(loop *l)
+{
+    const persisted *p = &l->p;
+    json_t *j = json_pack(
+        "{s:I, s:s, s:I, s:i, s:{s:i, s:i, s:I, s:I, s:b, s:s}}", "prepared_generation",
+        (json_int_t)p->prepared_generation, "image_digest", p->image_digest, "sandbox_generation",
+        (json_int_t)p->sandbox_generation, "published_port", (int)p->published_port, "restart",
+        "restarts", (int)p->restart.restarts, "recent", (int)p->restart.recent, "started_ms",
+        (json_int_t)p->restart.started_ms, "next_start_ms", (json_int_t)p->restart.next_start_ms,
+        "crash_loop", p->restart.crash_loop, "reason", p->restart.reason);
+    cleanup_free char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    ink_err err = {0};
+    if (!text || ink_write_file_atomic(l->state_path, text, strlen(text), 0600, &err) < 0)
+        LOG_ERROR("saving workload state failed", "workload", l->w->id, "error", err.msg);
+}
+
+/* ------------------------------------------------------------ logs */
+
+static void on_log_line(const ink_log_line *line, void *arg)
+{
+    loop *l = arg;
+    ink_followers_publish(l->s, l->w->id, line);
+}
+
+static int open_logs(loop *l, ink_err *err)
+{
+    if (l->logs)
+        return 0;
+    ink_log_limits lim = {.max_file_bytes = l->s->cfg.log_max_bytes, .keep = l->s->cfg.log_keep};
+    if (ink_log_sink_open(l->log_dir, &lim, &l->logs, err) < 0)
+        return -1;
+    ink_log_sink_set_listener(l->logs, on_log_line, l);
+    return 0;
+}
+
+static void pump_logs(loop *l)
+{
+    if (!l->logs)
+        return;
+    ink_err err = {0};
+    if (ink_log_sink_pump(l->logs, &err) < 0)
+        LOG_WARN("capturing workload output failed", "workload", l->w->id, "error", err.msg);
+}
+
+/* ------------------------------------------------------------ prepare */
+
+static void preparing(ink_supervisor *s, int delta)
+{
+    pthread_mutex_lock(&s->mu);
+    s->preparing += delta;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The image's root filesystem, unpacked once per image and shared
+ * read-only by every workload that runs it: rootfs/<manifest hex>. */
+static int ensure_rootfs(loop *l, const ink_image *img, char **out, ink_err *err)
+{
+    ink_supervisor *s = l->s;
+    const char *hex = strchr(img->manifest_digest, ':');
+    hex = hex ? hex + 1 : img->manifest_digest;
+    cleanup_free char *path = ink_xasprintf("%s/%s", s->rootfs_dir, hex);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        *out = INK_STEAL(path);
+        return 0;
+    }
+    if (ink_mkdir_p(s->rootfs_dir, 0711, err) < 0)
+        return -1;
+    char rnd[17];
+    if (ink_random_hex(rnd, 8, err) < 0)
+        return -1;
+    cleanup_free char *tmp = ink_xasprintf("%s/.tmp-%s-%s", s->rootfs_dir, hex, rnd);
+    if (mkdir(tmp, 0755) < 0)
+        return ink_err_set(err, errno, "mkdir %s", tmp);
+    int64_t t0 = ink_mono_ms();
+    if (ink_image_unpack(s->images, img, tmp, err) < 0) {
+        ink_rmtree(tmp);
+        return -1;
+    }
+    /* Another workload may have unpacked the same image meanwhile: keep
+     * the first. */
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        ink_rmtree(tmp);
+        if (e != EEXIST && e != ENOTEMPTY)
+            return ink_err_set(err, e, "rename %s", tmp);
+    }
+    LOG_INFO("image unpacked", "workload", l->w->id, "image", img->manifest_digest, "ms",
+             LOG_INT(ink_mono_ms() - t0));
+    *out = INK_STEAL(path);
+    return 0;
+}
+
+static int get_image(loop *l, ink_image *img, ink_err *err)
+{
+    ink_supervisor *s = l->s;
+    /* The generation this agent already prepared keeps its image: a
+     * restarted agent must not depend on the registry (nor see a moved
+     * tag) to go on running what it ran. */
+    if (l->p.prepared_generation == l->want->generation && l->p.image_digest[0]) {
+        ink_err lerr = {0};
+        if (ink_image_load(s->images, l->p.image_digest, img, &lerr) == 0)
+            return 0;
+        LOG_WARN("cached image unusable: pulling again", "workload", l->w->id, "image",
+                 l->p.image_digest, "error", lerr.msg);
+    }
+    set_status(l, INK__V1__WORKLOAD_STATUS__STATE__PULLING, "pulling %s", l->want->image);
+    int64_t t0 = ink_mono_ms();
+    if (ink_image_pull(s->images, l->want->image, &s->registry, img, err) < 0)
+        return ink_err_wrap(err, "pulling %s", l->want->image);
+    LOG_INFO("image pulled", "workload", l->w->id, "image", l->want->image, "digest",
+             img->manifest_digest, "bytes", LOG_U64(img->total_bytes), "ms",
+             LOG_INT(ink_mono_ms() - t0));
+    return 0;
+}
+
+static int prepare(loop *l, ink_err *err)
+{
+    ink_supervisor *s = l->s;
+    const Ink__V1__Assignment *a = l->want;
+    if (!ink_valid_name(a->workload_id))
+        return ink_err_set(err, 0, "invalid workload id '%s'", a->workload_id);
+    ink_image img = {0};
+    preparing(s, +1);
+    int rc = get_image(l, &img, err);
+    cleanup_free char *rootfs = NULL;
+    if (rc == 0)
+        rc = ensure_rootfs(l, &img, &rootfs, err);
+    preparing(s, -1);
+    if (rc < 0) {
+        ink_image_free(&img);
+        return -1;
+    }
+    if (!l->net_ready) {
+        if (ink_workload_net_setup(s->net, l->w->id, &l->net, err) < 0) {
+            ink_image_free(&img);
+            return ink_err_wrap(err, "network");
+        }
+        l->net_ready = true;
+    }
+    ink_bundle_spec spec = {
+        .assignment = a,
+        .image = &img.config,
+        .rootfs = rootfs,
+        .netns_path = l->net.netns_path,
+        .cgroup = l->cgroup,
+    };
+    cleanup_free char *config = NULL;
+    rc = ink_bundle_config(&spec, &config, err);
+    if (rc == 0 && ink_mkdir_p(l->bundle_dir, 0700, err) < 0)
+        rc = -1;
+    if (rc == 0) {
+        cleanup_free char *path = ink_xasprintf("%s/config.json", l->bundle_dir);
+        rc = ink_write_file_atomic(path, config, strlen(config), 0600, err);
+    }
+    if (rc == 0) {
+        snprintf(l->p.image_digest, sizeof l->p.image_digest, "%s", img.manifest_digest);
+        l->p.prepared_generation = a->generation;
+        save_persisted(l);
+    }
+    ink_image_free(&img);
+    return rc;
+}
+
+/* ------------------------------------------------------------ sandbox */
+
+static void stop_waiter(loop *l)
+{
+    ink_runsc_wait_cancel(&l->waiter);
+}
+
+/* Removes the sandbox (any state) and its cgroup. */
+static int remove_sandbox(loop *l, ink_err *err)
+{
+    stop_waiter(l);
+    ink_supervisor *s = l->s;
+    if (ink_runsc_stop(&s->runsc, l->w->id, s->cfg.stop_grace_ms, err) < 0)
+        LOG_WARN("stopping sandbox failed; forcing", "workload", l->w->id, "error", err->msg);
+    ink_err_clear(err);
+    if (ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
+        return -1;
+    ink_cgroup_remove(l->cgroup);
+    l->sandbox_up = false;
+    l->ready = false;
+    l->exited = false;
+    return 0;
+}
+
+static int start_sandbox(loop *l, ink_err *err)
+{
+    ink_supervisor *s = l->s;
+    if (open_logs(l, err) < 0)
+        return -1;
+    /* A stopped sandbox of the same id may still be registered. */
+    if (ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
+        return -1;
+    ink_cgroup_remove(l->cgroup);
+    /* Every start sets the namespace up again: gVisor's netstack moved
+     * eth0's address and routes into the sandbox that ended, and the next
+     * one must find them on eth0 to take them over. */
+    ink_workload_net_free(&l->net);
+    l->net_ready = false;
+    if (ink_workload_net_setup(s->net, l->w->id, &l->net, err) < 0)
+        return ink_err_wrap(err, "network");
+    l->net_ready = true;
+    int out_fd, err_fd;
+    if (ink_log_sink_workload_fds(l->logs, &out_fd, &err_fd, err) < 0)
+        return -1;
+    set_status(l, INK__V1__WORKLOAD_STATUS__STATE__STARTING, NULL);
+    int64_t t0 = ink_mono_ms();
+    int rc = ink_runsc_run(&s->runsc, l->w->id, l->bundle_dir, out_fd, err_fd, err);
+    close(out_fd);
+    close(err_fd);
+    if (rc < 0)
+        return -1;
+    ink_restart_started(&l->p.restart, ink_now_ms());
+    l->p.sandbox_generation = l->want->generation;
+    save_persisted(l);
+    l->sandbox_up = true;
+    l->ready = false;
+    l->exited = false;
+    syslog_line(l, "started generation %llu (%s)", (unsigned long long)l->want->generation,
+                l->p.image_digest);
+    LOG_INFO("workload started", "workload", l->w->id, "generation", LOG_U64(l->want->generation),
+             "address", l->net.addr_str, "ms", LOG_INT(ink_mono_ms() - t0));
+    if (ink_runsc_wait_start(&s->runsc, l->w->id, &l->waiter, err) < 0)
+        LOG_WARN("cannot watch the sandbox for its exit", "workload", l->w->id, "error", err->msg);
+    return 0;
+}
+
+/* The sandbox has ended (seen by the waiter or in runsc state): record
+ * why, remove it, schedule the restart. */
+static void handle_exit(loop *l)
+{
+    int code = l->exited ? l->exit_status : -1;
+    if (code < 0)
+        code = ink_runsc_exit_status(&l->s->runsc, l->w->id);
+    bool oom = ink_cgroup_oom_kills(l->cgroup) > 0;
+    int64_t delay = ink_restart_exited(&l->p.restart, code, oom, ink_now_ms());
+    ink_err err = {0};
+    stop_waiter(l);
+    if (ink_runsc_delete(&l->s->runsc, l->w->id, true, &err) < 0)
+        LOG_WARN("removing ended sandbox failed", "workload", l->w->id, "error", err.msg);
+    ink_cgroup_remove(l->cgroup);
+    l->sandbox_up = false;
+    l->ready = false;
+    l->exited = false;
+    save_persisted(l);
+    syslog_line(l, "%s; restart %u in %llds", l->p.restart.reason, l->p.restart.restarts,
+                (long long)(delay / 1000));
+    LOG_WARN("workload ended", "workload", l->w->id, "reason", l->p.restart.reason, "restarts",
+             LOG_INT(l->p.restart.restarts), "restart_in_ms", LOG_INT(delay), "crash_loop",
+             l->p.restart.crash_loop ? "true" : "false");
+}
+
+/* The app's port accepts a TCP connection from the node. */
+static bool port_answers(const loop *l)
+{
+    if (!l->want->port)
+        return true;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)l->want->port),
+                             .sin_addr = l->net.addr};
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        ok = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        ok = poll(&p, 1, 150) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 &&
+             soerr == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+static int publish(loop *l, ink_err *err)
+{
+    if (!l->want->port)
+        return 0;
+    struct sockaddr_in target = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)l->want->port),
+                                 .sin_addr = l->net.addr};
+    uint16_t want_port = (uint16_t)(l->want->published_port ? l->want->published_port
+                                                            : l->p.published_port);
+    uint16_t bound = 0;
+    if (ink_forwarder_publish(l->s->forwarder, l->w->id, l->s->cfg.publish_address, want_port,
+                              &target, &bound, err) < 0)
+        return ink_err_wrap(err, "publishing port %u", want_port);
+    if (!l->published || bound != l->p.published_port) {
+        LOG_INFO("port published", "workload", l->w->id, "listen", l->s->cfg.publish_address,
+                 "port", LOG_INT(bound), "target", l->net.addr_str, "target_port",
+                 LOG_INT(l->want->port));
+    }
+    l->published = true;
+    if (bound != l->p.published_port) {
+        l->p.published_port = bound;
+        save_persisted(l);
+    }
+    return 0;
+}
+
+static void unpublish(loop *l)
+{
+    if (l->s->forwarder)
+        ink_forwarder_unpublish(l->s->forwarder, l->w->id);
+    l->published = false;
+}
+
+/* ------------------------------------------------------------ converge */
+
+/* runsc state, retried briefly: a concurrent runsc exec rewrites the
+ * sandbox's state file and a reader can find it missing for a moment. */
+static int sandbox_state(loop *l, ink_sandbox_state *st, ink_err *err)
+{
+    for (int attempt = 0;; attempt++) {
+        if (ink_runsc_state(&l->s->runsc, l->w->id, st, err) == 0)
+            return 0;
+        if (attempt == 4)
+            return -1;
+        ink_err_clear(err);
+        usleep(50000 << attempt);
+    }
+}
+
+static void retry_later(loop *l, Ink__V1__WorkloadStatus__State state, const char *what,
+                        const ink_err *err)
+{
+    int64_t delay = ink_backoff_next(&l->prepare_backoff);
+    l->next_attempt_ms = ink_mono_ms() + delay;
+    set_status(l, state, "%s: %s (retry in %llds)", what, err->msg, (long long)(delay / 1000));
+    syslog_line(l, "%s: %s", what, err->msg);
+    LOG_WARN("workload step failed", "workload", l->w->id, "step", what, "error", err->msg,
+             "retry_ms", LOG_INT(delay));
+}
+
+/* Tears everything down; 0 when nothing of the workload is left. */
+static int converge_removed(loop *l)
+{
+    ink_supervisor *s = l->s;
+    ink_err err = {0};
+    set_status(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing");
+    unpublish(l);
+    if (remove_sandbox(l, &err) < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing sandbox", &err);
+        return -1;
+    }
+    if (ink_workload_net_teardown(s->net, l->w->id, &err) < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing network", &err);
+        return -1;
+    }
+    ink_workload_net_free(&l->net);
+    l->net_ready = false;
+    ink_followers_end(s, l->w->id);
+    if (l->logs) {
+        pump_logs(l);
+        ink_log_sink_close(l->logs);
+        l->logs = NULL;
+    }
+    ink_rmtree(l->w->dir);
+    LOG_INFO("workload removed", "workload", l->w->id);
+    return 0;
+}
+
+/* A sandbox left running by the previous agent keeps its network exactly
+ * as it is: gVisor's netstack took the address off eth0 when it started,
+ * and "repairing" it would give the namespace's own kernel the address
+ * too, which then answers the app's connections with resets. Returns -1
+ * when the loop should try again later. */
+static int adopt_network(loop *l)
+{
+    ink_sandbox_state st;
+    ink_err err = {0};
+    if (ink_runsc_state(&l->s->runsc, l->w->id, &st, &err) < 0 ||
+        st.status != INK_SANDBOX_RUNNING)
+        return 0; /* nothing to adopt: prepare as usual */
+    int found = ink_workload_net_lookup(l->s->net, l->w->id, &l->net, &err);
+    if (found < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "network lookup", &err);
+        return -1;
+    }
+    if (found == 1 && l->net.netns_exists && l->net.host_ifindex > 0) {
+        l->net_ready = true;
+        return 0;
+    }
+    ink_workload_net_free(&l->net);
+    memset(&l->net, 0, sizeof l->net);
+    return 0; /* incomplete: let setup repair it */
+}
+
+static void converge(loop *l)
+{
+    ink_supervisor *s = l->s;
+    const Ink__V1__Assignment *a = l->want;
+    ink_err err = {0};
+    if (l->next_attempt_ms && ink_mono_ms() < l->next_attempt_ms)
+        return;
+    l->next_attempt_ms = 0;
+    if (open_logs(l, &err) < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "opening logs", &err);
+        return;
+    }
+
+    if (!l->net_ready && l->p.prepared_generation == a->generation &&
+        l->p.sandbox_generation == a->generation && adopt_network(l) < 0)
+        return;
+    if (l->p.prepared_generation != a->generation || !l->net_ready) {
+        bool fresh = l->p.prepared_generation != a->generation;
+        if (fresh && !l->sandbox_up)
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__PENDING, NULL);
+        if (prepare(l, &err) < 0) {
+            retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "preparing", &err);
+            return;
+        }
+        ink_backoff_reset(&l->prepare_backoff);
+        if (fresh && l->p.sandbox_generation != a->generation) {
+            /* A new spec starts from a clean restart history. */
+            l->p.restart = (ink_restart){0};
+            save_persisted(l);
+        }
+    }
+
+    ink_sandbox_state st;
+    if (sandbox_state(l, &st, &err) < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "runsc state", &err);
+        return;
+    }
+    bool alive = st.status == INK_SANDBOX_RUNNING || st.status == INK_SANDBOX_PAUSED;
+    if (alive && l->exited) {
+        if (l->exit_status >= 0) {
+            alive = false; /* it ended; runsc state has not caught up */
+        } else {
+            /* runsc wait gave up without an exit status (it can trip over
+             * the state file while an exec rewrites it): the sandbox is
+             * still there, so watch it again. */
+            l->exited = false;
+        }
+    }
+
+    if (alive && l->p.sandbox_generation != a->generation) {
+        syslog_line(l, "replacing generation %llu with %llu",
+                    (unsigned long long)l->p.sandbox_generation,
+                    (unsigned long long)a->generation);
+        LOG_INFO("replacing workload", "workload", l->w->id, "from",
+                 LOG_U64(l->p.sandbox_generation), "to", LOG_U64(a->generation));
+        if (remove_sandbox(l, &err) < 0) {
+            retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "stopping old generation",
+                        &err);
+            return;
+        }
+        l->p.restart = (ink_restart){0};
+        alive = false;
+    }
+
+    if (alive) {
+        if (!l->sandbox_up) {
+            /* Left running by a previous agent: adopt it, do not restart. */
+            l->sandbox_up = true;
+            syslog_line(l, "agent restarted: adopted the running sandbox");
+            LOG_INFO("workload adopted", "workload", l->w->id, "generation",
+                     LOG_U64(a->generation), "pid", LOG_INT(st.pid));
+        }
+        if (l->waiter.pid <= 0 && ink_runsc_wait_start(&s->runsc, l->w->id, &l->waiter, &err) < 0)
+            LOG_WARN("cannot watch the sandbox for its exit", "workload", l->w->id, "error",
+                     err.msg);
+        if (publish(l, &err) < 0) {
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "%s", err.msg);
+            l->next_attempt_ms = ink_mono_ms() + 5000;
+            return;
+        }
+        if (!l->ready && port_answers(l)) {
+            l->ready = true;
+            syslog_line(l, "ready: port %u answers", a->port);
+        }
+        if (l->ready)
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__RUNNING, NULL);
+        else
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__STARTING, "waiting for port %u",
+                       a->port);
+        return;
+    }
+
+    /* Not running. */
+    if (st.status == INK_SANDBOX_STOPPED && !l->sandbox_up &&
+        l->p.sandbox_generation != a->generation) {
+        /* An old generation that ended while the agent was away. */
+        if (remove_sandbox(l, &err) < 0) {
+            retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing old sandbox",
+                        &err);
+            return;
+        }
+    } else if (l->sandbox_up || st.status == INK_SANDBOX_STOPPED) {
+        LOG_DEBUG("sandbox ended", "workload", l->w->id, "runsc_state",
+                  ink_sandbox_status_name(st.status), "waiter_saw_exit", l->exited ? "yes" : "no",
+                  "exit_status", LOG_INT(l->exit_status));
+        /* It ended. Unseen by this agent (it died while no agent ran), its
+         * exit status is lost; the cgroup still tells an OOM kill. */
+        if (l->p.restart.started_ms == 0)
+            l->p.restart.started_ms = ink_now_ms();
+        handle_exit(l);
+    }
+    if (st.status == INK_SANDBOX_CREATED && remove_sandbox(l, &err) < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing half-made sandbox",
+                    &err);
+        return;
+    }
+    if (l->p.restart.next_start_ms && !ink_restart_due(&l->p.restart, ink_now_ms())) {
+        int64_t left = l->p.restart.next_start_ms - ink_now_ms();
+        set_status(l,
+                   l->p.restart.crash_loop ? INK__V1__WORKLOAD_STATUS__STATE__CRASH_LOOP
+                                           : INK__V1__WORKLOAD_STATUS__STATE__STARTING,
+                   "%s; restarting in %llds", l->p.restart.reason, (long long)(left / 1000 + 1));
+        return;
+    }
+    if (start_sandbox(l, &err) < 0) {
+        /* A start that fails counts as an exit: same backoff, same
+         * crash-loop detection. */
+        ink_restart_started(&l->p.restart, ink_now_ms());
+        ink_restart_exited(&l->p.restart, -1, false, ink_now_ms());
+        snprintf(l->p.restart.reason, sizeof l->p.restart.reason, "start failed: %s", err.msg);
+        save_persisted(l);
+        syslog_line(l, "start failed: %s", err.msg);
+        LOG_WARN("workload start failed", "workload", l->w->id, "error", err.msg);
+        set_status(l,
+                   l->p.restart.crash_loop ? INK__V1__WORKLOAD_STATUS__STATE__CRASH_LOOP
+                                           : INK__V1__WORKLOAD_STATUS__STATE__FAILED,
+                   "start failed: %s", err.msg);
+        return;
+    }
+    if (publish(l, &err) < 0)
+        set_status(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "%s", err.msg);
+}
+
+/* How long the loop may sleep before the next pass. */
+static int64_t next_pass_ms(const loop *l)
+{
+    int64_t now = ink_mono_ms(), wait = l->s->cfg.resync_ms;
+    if (l->next_attempt_ms)
+        wait = l->next_attempt_ms - now;
+    else if (l->sandbox_up && !l->ready)
+        wait = READY_POLL_MS;
+    else if (!l->sandbox_up && l->p.restart.next_start_ms)
+        wait = l->p.restart.next_start_ms - ink_now_ms();
+    if (wait > l->s->cfg.resync_ms)
+        wait = l->s->cfg.resync_ms;
+    return wait < 10 ? 10 : wait;
+}
+
+/* Takes a newer spec or the removal order. Returns false when the loop
+ * is to end (agent stopping, or removal done). */
+static bool take_orders(loop *l, bool removal_done)
+{
+    ink_supervisor *s = l->s;
+    pthread_mutex_lock(&s->mu);
+    if (l->w->next_want) {
+        if (l->want)
+            ink__v1__assignment__free_unpacked(l->want, NULL);
+        l->want = l->w->next_want;
+        l->w->next_want = NULL;
+        l->next_attempt_ms = 0;
+        ink_backoff_reset(&l->prepare_backoff);
+    }
+    l->remove = l->w->remove;
+    bool go_on = !s->stopping;
+    if (l->remove && removal_done) {
+        l->w->done = true;
+        go_on = false;
+        pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return go_on;
+}
+
+static void wait_events(loop *l, int64_t ms)
+{
+    struct pollfd p[4];
+    int n = 0;
+    p[n++] = (struct pollfd){.fd = l->w->wake_fd, .events = POLLIN};
+    int fds[2] = {-1, -1};
+    if (l->logs) {
+        ink_log_sink_read_fds(l->logs, fds);
+        for (int i = 0; i < 2; i++)
+            p[n++] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    }
+    int waiter_idx = -1;
+    if (l->waiter.pid > 0) {
+        waiter_idx = n;
+        p[n++] = (struct pollfd){.fd = l->waiter.fd, .events = POLLIN};
+    }
+    int64_t end = ink_mono_ms() + ms;
+    for (;;) {
+        int64_t left = end - ink_mono_ms();
+        if (left < 0)
+            left = 0;
+        int r = poll(p, (nfds_t)n, (int)left);
+        if (r < 0 && errno != EINTR)
+            return;
+        bool act = false;
+        if (p[0].revents) {
+            uint64_t v;
+            ssize_t rd = read(l->w->wake_fd, &v, sizeof v);
+            (void)rd;
+            act = true;
+        }
+        if (l->logs && (p[1].revents || p[2].revents))
+            pump_logs(l);
+        if (waiter_idx >= 0 && p[waiter_idx].revents) {
+            int code;
+            if (ink_runsc_wait_collect(&l->waiter, &code) == 1) {
+                pump_logs(l); /* the app's last words before the exit line */
+                l->exited = true;
+                l->exit_status = code;
+                act = true;
+            }
+        }
+        if (act || left == 0)
+            return;
+    }
+}
+
+void *ink_workload_main(void *arg)
+{
+    ink_workload *w = arg;
+    ink_supervisor *s = w->sup;
+    loop l = {.w = w, .s = s, .waiter = {.pid = -1, .fd = -1}};
+    l.bundle_dir = ink_xasprintf("%s/bundle", w->dir);
+    l.state_path = ink_xasprintf("%s/state.json", w->dir);
+    l.log_dir = ink_xasprintf("%s/logs", w->dir);
+    l.cgroup = ink_cgroup_path(w->id);
+    ink_backoff_init(&l.prepare_backoff, PREPARE_BACKOFF_MIN_MS, PREPARE_BACKOFF_MAX_MS, 2.0, 0.2);
+    load_persisted(&l);
+
+    bool removal_done = false;
+    while (take_orders(&l, removal_done)) {
+        if (l.remove) {
+            if (l.next_attempt_ms && ink_mono_ms() < l.next_attempt_ms) {
+                wait_events(&l, l.next_attempt_ms - ink_mono_ms());
+                continue;
+            }
+            l.next_attempt_ms = 0;
+            removal_done = converge_removed(&l) == 0;
+            if (removal_done)
+                continue;
+        } else if (l.want) {
+            removal_done = false;
+            converge(&l);
+        }
+        wait_events(&l, next_pass_ms(&l));
+    }
+    /* Agent stopping (or workload removed): the sandbox, if any, runs on;
+     * its output waits in the FIFOs for the next agent. */
+    stop_waiter(&l);
+    if (l.logs) {
+        pump_logs(&l);
+        ink_log_sink_close(l.logs);
+    }
+    if (l.want)
+        ink__v1__assignment__free_unpacked(l.want, NULL);
+    ink_workload_net_free(&l.net);
+    free(l.bundle_dir);
+    free(l.state_path);
+    free(l.log_dir);
+    free(l.cgroup);
+    pthread_mutex_lock(&s->mu);
+    w->done = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}

@@ -1,0 +1,32 @@
+/* The host cgroups runsc makes for a sandbox (config.json cgroupsPath,
+ * "/ink/<workload id>"): read for OOM kills and usage, removed when runsc
+ * leaves them behind. Works on cgroup v1 (one hierarchy per controller
+ * under /sys/fs/cgroup) and v2 (the unified hierarchy). */
+#ifndef INK_CGROUP_H
+#define INK_CGROUP_H
+
+#include <stdint.h>
+
+#define INK_CGROUP_PARENT "/ink"
+
+/* "/ink/<id>"; caller frees. */
+char *ink_cgroup_path(const char *workload_id);
+
+/* Times the kernel's OOM killer has killed a process in the cgroup
+ * (memory.oom_control "oom_kill" on v1, memory.events on v2); 0 when the
+ * cgroup does not exist. */
+uint64_t ink_cgroup_oom_kills(const char *path);
+
+typedef struct ink_cgroup_stats {
+    uint64_t cpu_ns;
+    uint64_t memory_bytes; /* working set: usage less inactive file cache */
+    uint32_t pids;
+} ink_cgroup_stats;
+
+/* Zeroes what cannot be read. */
+void ink_cgroup_read_stats(const char *path, ink_cgroup_stats *st);
+
+/* Removes the (empty) cgroup from every hierarchy; missing is fine. */
+void ink_cgroup_remove(const char *path);
+
+#endif

@@ -1,0 +1,573 @@
+/* The set of workload loops: started and retired as the desired set
+ * changes, asked for status, metrics and log followers; and a janitor that
+ * joins finished loops and collects images no workload uses. */
+#include "supervisor.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "log.h"
+#include "util.h"
+#include "supervisor_internal.h"
+
+#define JANITOR_TICK_MS 1000
+#define GC_INTERVAL_MS (30 * 60 * 1000)
+#define FOLLOW_MAX_PENDING 512
+
+static ink_workload *find_live(ink_supervisor *s, const char *id)
+{
+    for (ink_workload *w = s->list; w; w = w->next) {
+        if (!w->done && strcmp(w->id, id) == 0)
+            return w;
+    }
+    return NULL;
+}
+
+/* Called with s->mu held. */
+static ink_workload *add_workload(ink_supervisor *s, const char *id)
+{
+    ink_workload *w = ink_workload_new(s, id);
+    w->next = s->list;
+    s->list = w;
+    pthread_create(&w->thread, NULL, ink_workload_main, w);
+    return w;
+}
+
+void ink_supervisor_update(ink_supervisor *s, Ink__V1__Assignment *const *want, size_t n)
+{
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        ink_workload *w = find_live(s, want[i]->workload_id);
+        if (!w)
+            w = add_workload(s, want[i]->workload_id);
+        if (w->next_want)
+            ink__v1__assignment__free_unpacked(w->next_want, NULL);
+        w->next_want = ink_assignment_dup(want[i]);
+        w->remove = false;
+        ink_workload_wake(w);
+    }
+    for (ink_workload *w = s->list; w; w = w->next) {
+        bool wanted = false;
+        for (size_t i = 0; i < n && !wanted; i++)
+            wanted = strcmp(want[i]->workload_id, w->id) == 0;
+        if (!wanted && !w->remove && !w->done) {
+            w->remove = true;
+            if (w->next_want) {
+                ink__v1__assignment__free_unpacked(w->next_want, NULL);
+                w->next_want = NULL;
+            }
+            ink_workload_wake(w);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ------------------------------------------------------------ orphans */
+
+static bool in_list(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void add_id(char ***ids, size_t *n, const char *id)
+{
+    if (!ink_valid_name(id) || in_list(*ids, *n, id))
+        return;
+    *ids = realloc(*ids, (*n + 1) * sizeof **ids);
+    if (!*ids)
+        abort();
+    (*ids)[(*n)++] = ink_xstrdup(id);
+}
+
+/* Everything of a workload found on the node: its directory, its sandbox,
+ * its address. What is not wanted gets a loop that removes it. */
+static void adopt_orphans(ink_supervisor *s)
+{
+    char **ids = NULL;
+    size_t n = 0;
+    DIR *d = opendir(s->workloads_dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.')
+                add_id(&ids, &n, e->d_name);
+        closedir(d);
+    }
+    ink_err err = {0};
+    char **sandboxes = NULL;
+    size_t nsandboxes = 0;
+    if (ink_runsc_list(&s->runsc, &sandboxes, &nsandboxes, &err) < 0)
+        LOG_WARN("listing sandboxes failed", "error", err.msg);
+    for (size_t i = 0; i < nsandboxes; i++) {
+        add_id(&ids, &n, sandboxes[i]);
+        free(sandboxes[i]);
+    }
+    free(sandboxes);
+    ink_ipam_entry *addrs = NULL;
+    size_t naddrs = 0;
+    if (ink_ipam_list(ink_net_ipam(s->net), &addrs, &naddrs, &err) < 0)
+        LOG_WARN("listing workload addresses failed", "error", err.msg);
+    for (size_t i = 0; i < naddrs; i++)
+        add_id(&ids, &n, addrs[i].workload_id);
+    free(addrs);
+
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (!find_live(s, ids[i])) {
+            LOG_INFO("removing workload no longer wanted", "workload", ids[i]);
+            ink_workload *w = add_workload(s, ids[i]);
+            w->remove = true;
+            ink_workload_wake(w);
+        }
+        free(ids[i]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(ids);
+}
+
+/* ------------------------------------------------------------ janitor */
+
+static void collect_garbage(ink_supervisor *s)
+{
+    /* Images and root filesystems in use: the prepared image of every
+     * loop's workload, as recorded in its state. */
+    char **keep = NULL;
+    size_t nkeep = 0;
+    pthread_mutex_lock(&s->mu);
+    for (ink_workload *w = s->list; w; w = w->next) {
+        if (w->status.image_digest[0])
+            add_id(&keep, &nkeep, w->status.image_digest);
+    }
+    pthread_mutex_unlock(&s->mu);
+    /* Workloads between restarts still have their digest on disk. */
+    DIR *d = opendir(s->workloads_dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            cleanup_free char *path =
+                ink_xasprintf("%s/%s/state.json", s->workloads_dir, e->d_name);
+            cleanup_free char *text = NULL;
+            if (ink_read_file(path, 1 << 20, &text, NULL, NULL) < 0)
+                continue;
+            char *p = strstr(text, "\"image_digest\": \"");
+            if (!p)
+                continue;
+            p += strlen("\"image_digest\": \"");
+            char *q = strchr(p, '"');
+            if (q && q > p) {
+                *q = '\0';
+                if (!in_list(keep, nkeep, p)) {
+                    keep = realloc(keep, (nkeep + 1) * sizeof *keep);
+                    keep[nkeep++] = ink_xstrdup(p);
+                }
+            }
+        }
+        closedir(d);
+    }
+    ink_err err = {0};
+    int64_t freed = ink_image_gc(s->images, (const char *const *)keep, nkeep, &err);
+    if (freed < 0)
+        LOG_WARN("image garbage collection failed", "error", err.msg);
+    int64_t rootfs_removed = 0;
+    d = opendir(s->rootfs_dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            bool used = false;
+            for (size_t i = 0; i < nkeep && !used; i++) {
+                const char *hex = strchr(keep[i], ':');
+                used = hex && strcmp(hex + 1, e->d_name) == 0;
+            }
+            /* .tmp-* belong to unpacks in progress or to a crashed agent;
+             * none runs now (preparing == 0). */
+            if (!used) {
+                cleanup_free char *path = ink_xasprintf("%s/%s", s->rootfs_dir, e->d_name);
+                if (ink_rmtree(path) == 0)
+                    rootfs_removed++;
+            }
+        }
+        closedir(d);
+    }
+    if (freed > 0 || rootfs_removed > 0)
+        LOG_INFO("unused images removed", "bytes", LOG_INT(freed > 0 ? freed : 0), "rootfs",
+                 LOG_INT(rootfs_removed));
+    for (size_t i = 0; i < nkeep; i++)
+        free(keep[i]);
+    free(keep);
+}
+
+static void *janitor_main(void *arg)
+{
+    ink_supervisor *s = arg;
+    int64_t next_gc = ink_mono_ms() + 60000;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += JANITOR_TICK_MS / 1000;
+        pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+        /* Join loops that finished removing their workload. */
+        for (ink_workload **pw = &s->list; *pw;) {
+            ink_workload *w = *pw;
+            if (w->done && !s->stopping) {
+                *pw = w->next;
+                pthread_mutex_unlock(&s->mu);
+                pthread_join(w->thread, NULL);
+                ink_workload_free(w);
+                pthread_mutex_lock(&s->mu);
+                s->gc_wanted = true;
+                pw = &s->list; /* the list may have changed meanwhile */
+                continue;
+            }
+            pw = &w->next;
+        }
+        int64_t now = ink_mono_ms();
+        if ((s->gc_wanted || now >= next_gc) && s->preparing == 0 && !s->stopping) {
+            s->gc_wanted = false;
+            next_gc = now + GC_INTERVAL_MS;
+            pthread_mutex_unlock(&s->mu);
+            collect_garbage(s);
+            pthread_mutex_lock(&s->mu);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *const *want,
+                         size_t n, ink_supervisor **out, ink_err *err)
+{
+    ink_supervisor *s = ink_xcalloc(1, sizeof *s);
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->follow_mu, NULL);
+    s->runsc = (ink_runsc){.binary = cfg->runsc,
+                           .root = cfg->runsc_root,
+                           .network = cfg->network,
+                           .netns_dir = cfg->netns_dir};
+    s->registry = (ink_registry_opts){.plain_http = cfg->plain_http,
+                                      .nplain_http = cfg->nplain_http,
+                                      .ca_file = cfg->registry_ca};
+    s->workloads_dir = ink_xasprintf("%s/workloads", cfg->state_dir);
+    s->rootfs_dir = ink_xasprintf("%s/rootfs", cfg->state_dir);
+    cleanup_free char *images = ink_xasprintf("%s/images", cfg->state_dir);
+    if (ink_mkdir_p(s->workloads_dir, 0700, err) < 0 || ink_mkdir_p(s->rootfs_dir, 0711, err) < 0 ||
+        ink_mkdir_p(cfg->runsc_root, 0700, err) < 0)
+        goto fail;
+    if (ink_image_store_open(images, &s->images, err) < 0)
+        goto fail;
+    ink_net_config nc = {.state_dir = cfg->state_dir,
+                         .netns_dir = cfg->netns_dir,
+                         .cidr = cfg->workload_cidr};
+    if (ink_net_open(&nc, &s->net, err) < 0) {
+        ink_err_wrap(err, "workload network");
+        goto fail;
+    }
+    if (ink_forwarder_start(NULL, NULL, &s->forwarder, err) < 0)
+        goto fail;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        ink_workload *w = add_workload(s, want[i]->workload_id);
+        w->next_want = ink_assignment_dup(want[i]);
+        ink_workload_wake(w);
+    }
+    pthread_mutex_unlock(&s->mu);
+    adopt_orphans(s);
+    pthread_create(&s->janitor, NULL, janitor_main, s);
+    *out = s;
+    return 0;
+fail:
+    ink_forwarder_stop(s->forwarder);
+    ink_net_close(s->net);
+    ink_image_store_close(s->images);
+    free(s->workloads_dir);
+    free(s->rootfs_dir);
+    free(s);
+    return -1;
+}
+
+void ink_supervisor_stop(ink_supervisor *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    for (ink_workload *w = s->list; w; w = w->next)
+        ink_workload_wake(w);
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->janitor, NULL);
+    for (ink_workload *w = s->list, *next; w; w = next) {
+        next = w->next;
+        pthread_join(w->thread, NULL);
+        ink_workload_free(w);
+    }
+    ink_forwarder_stop(s->forwarder);
+    ink_net_close(s->net);
+    ink_image_store_close(s->images);
+    for (ink_follower *f = s->followers, *next; f; f = next) {
+        next = f->next;
+        ink_rpc_call_unref(f->call);
+        free(f);
+    }
+    pthread_mutex_destroy(&s->follow_mu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
+    free(s->workloads_dir);
+    free(s->rootfs_dir);
+    free(s);
+}
+
+const ink_runsc *ink_supervisor_runsc(const ink_supervisor *s)
+{
+    return &s->runsc;
+}
+
+/* ------------------------------------------------------------ status */
+
+size_t ink_supervisor_status(ink_supervisor *s, Ink__V1__WorkloadStatus ***out)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = 0;
+    for (ink_workload *w = s->list; w; w = w->next)
+        n += !w->done;
+    Ink__V1__WorkloadStatus **v = ink_xcalloc(n ? n : 1, sizeof *v);
+    size_t i = 0;
+    for (ink_workload *w = s->list; w && i < n; w = w->next) {
+        if (w->done)
+            continue;
+        const ink_workload_status *st = &w->status;
+        Ink__V1__WorkloadStatus *ws = ink_xcalloc(1, sizeof *ws);
+        ink__v1__workload_status__init(ws);
+        ws->workload_id = ink_xstrdup(w->id);
+        ws->generation = st->generation;
+        ws->state = st->state;
+        ws->reason = ink_xstrdup(st->reason);
+        ws->restarts = st->restarts;
+        ws->address = ink_xstrdup(st->address);
+        ws->published_port = st->published_port;
+        ws->since_unix_ms = st->since_ms;
+        ws->image_digest = ink_xstrdup(st->image_digest);
+        v[i++] = ws;
+    }
+    pthread_mutex_unlock(&s->mu);
+    *out = v;
+    return i;
+}
+
+void ink_supervisor_status_free(Ink__V1__WorkloadStatus **st, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(st[i]->workload_id);
+        free(st[i]->reason);
+        free(st[i]->address);
+        free(st[i]->image_digest);
+        free(st[i]);
+    }
+    free(st);
+}
+
+int ink_supervisor_lookup(ink_supervisor *s, const char *id, char **log_dir, bool *running)
+{
+    pthread_mutex_lock(&s->mu);
+    ink_workload *w = find_live(s, id);
+    if (w && !w->remove) {
+        *running = w->status.running;
+        *log_dir = ink_xasprintf("%s/logs", w->dir);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return w && !w->remove ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ metrics */
+
+/* Traffic of the host end of a workload's veth, from /proc/self/net/dev
+ * (the agent's own namespace, whatever /sys shows): what that end
+ * receives, the workload sent. */
+static void read_veth_counters(const char *ifname, Ink__V1__WorkloadMetrics *m)
+{
+    cleanup_fclose FILE *f = fopen("/proc/self/net/dev", "re");
+    if (!f)
+        return;
+    char line[512];
+    size_t len = strlen(ifname);
+    while (fgets(line, sizeof line, f)) {
+        char *p = line;
+        while (*p == ' ')
+            p++;
+        if (strncmp(p, ifname, len) != 0 || p[len] != ':')
+            continue;
+        /* rx: bytes packets errs drop fifo frame compressed multicast,
+         * then tx: bytes packets ... */
+        unsigned long long v[10];
+        if (sscanf(p + len + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
+            m->tx_bytes = v[0];
+            m->tx_packets = v[1];
+            m->rx_bytes = v[8];
+            m->rx_packets = v[9];
+        }
+        return;
+    }
+}
+
+int ink_supervisor_metrics(ink_supervisor *s, const char *id, Ink__V1__WorkloadMetrics ***out,
+                           size_t *n)
+{
+    typedef struct {
+        char id[INK_NET_WORKLOAD_ID_MAX + 1];
+        char ifname[IFNAMSIZ];
+        bool running;
+    } item;
+    pthread_mutex_lock(&s->mu);
+    size_t cap = 0;
+    for (ink_workload *w = s->list; w; w = w->next)
+        cap++;
+    item *items = ink_xcalloc(cap ? cap : 1, sizeof *items);
+    size_t count = 0;
+    for (ink_workload *w = s->list; w; w = w->next) {
+        if (w->done || w->remove || (id && strcmp(id, w->id) != 0))
+            continue;
+        snprintf(items[count].id, sizeof items[count].id, "%s", w->id);
+        snprintf(items[count].ifname, sizeof items[count].ifname, "%s", w->status.host_ifname);
+        items[count].running = w->status.running;
+        count++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (id && count == 0) {
+        free(items);
+        return -1;
+    }
+    Ink__V1__WorkloadMetrics **v = ink_xcalloc(count ? count : 1, sizeof *v);
+    for (size_t i = 0; i < count; i++) {
+        /* One allocation for the message and its id. */
+        Ink__V1__WorkloadMetrics *m = ink_xcalloc(1, sizeof *m + strlen(items[i].id) + 1);
+        ink__v1__workload_metrics__init(m);
+        m->workload_id = (char *)(m + 1);
+        strcpy(m->workload_id, items[i].id);
+        if (items[i].running) {
+            ink_cgroup_stats cs;
+            cleanup_free char *cg = ink_cgroup_path(items[i].id);
+            ink_cgroup_read_stats(cg, &cs);
+            m->cpu_ns = cs.cpu_ns;
+            m->memory_bytes = cs.memory_bytes;
+            m->pids = cs.pids;
+        }
+        if (items[i].ifname[0])
+            read_veth_counters(items[i].ifname, m);
+        ink_forward_stats fs;
+        if (s->forwarder && ink_forwarder_stats(s->forwarder, items[i].id, &fs) == 0)
+            m->last_activity_unix_ms = fs.last_activity_ms;
+        v[i] = m;
+    }
+    free(items);
+    *out = v;
+    *n = count;
+    return 0;
+}
+
+/* ------------------------------------------------------------ followers */
+
+static void follower_done(ink_rpc_call *call, void *arg)
+{
+    ink_follower *f = arg;
+    ink_supervisor *s = f->sup;
+    pthread_mutex_lock(&s->follow_mu);
+    for (ink_follower **pf = &s->followers; *pf; pf = &(*pf)->next) {
+        if (*pf == f) {
+            *pf = f->next;
+            ink_rpc_call_unref(call);
+            free(f);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->follow_mu);
+}
+
+void ink_supervisor_follow(ink_supervisor *s, const char *id, ink_rpc_call *call,
+                           void (*history)(void *arg), void *arg)
+{
+    ink_follower *f = ink_xcalloc(1, sizeof *f);
+    snprintf(f->workload_id, sizeof f->workload_id, "%s", id);
+    f->call = call;
+    f->sup = s;
+    ink_rpc_call_ref(call);
+    pthread_mutex_lock(&s->follow_mu);
+    if (history)
+        history(arg);
+    f->next = s->followers;
+    s->followers = f;
+    pthread_mutex_unlock(&s->follow_mu);
+    /* If the call is already over this runs now and removes it again. */
+    ink_rpc_call_on_done(call, follower_done, f);
+}
+
+void ink_followers_publish(ink_supervisor *s, const char *id, const ink_log_line *line)
+{
+    pthread_mutex_lock(&s->follow_mu);
+    for (ink_follower *f = s->followers; f; f = f->next) {
+        if (strcmp(f->workload_id, id) != 0)
+            continue;
+        /* A reader that does not keep up loses lines rather than making
+         * the agent buffer without bound. */
+        if (ink_rpc_pending(f->call) >= FOLLOW_MAX_PENDING) {
+            f->dropped++;
+            continue;
+        }
+        Ink__V1__LogEntry e = INK__V1__LOG_ENTRY__INIT;
+        char note[96];
+        if (f->dropped) {
+            snprintf(note, sizeof note, "%llu lines dropped: the reader was too slow",
+                     (unsigned long long)f->dropped);
+            e.unix_ms = line->unix_ms;
+            e.stream = INK__V1__LOG_ENTRY__STREAM__SYSTEM;
+            e.line = (ProtobufCBinaryData){strlen(note), (uint8_t *)note};
+            ink_rpc_send(f->call, &e.base);
+            f->dropped = 0;
+        }
+        e.unix_ms = line->unix_ms;
+        e.stream = line->stream == 'o'   ? INK__V1__LOG_ENTRY__STREAM__STDOUT
+                   : line->stream == 'e' ? INK__V1__LOG_ENTRY__STREAM__STDERR
+                                         : INK__V1__LOG_ENTRY__STREAM__SYSTEM;
+        e.line = (ProtobufCBinaryData){line->len, (uint8_t *)line->text};
+        ink_rpc_send(f->call, &e.base);
+    }
+    pthread_mutex_unlock(&s->follow_mu);
+}
+
+void ink_followers_end(ink_supervisor *s, const char *id)
+{
+    /* Finish outside the lock: a call's on_done takes it too. */
+    ink_rpc_call *calls[64];
+    size_t n = 0;
+    pthread_mutex_lock(&s->follow_mu);
+    for (ink_follower *f = s->followers; f && n < INK_ARRAY_LEN(calls); f = f->next) {
+        if (strcmp(f->workload_id, id) == 0) {
+            ink_rpc_call_ref(f->call);
+            calls[n++] = f->call;
+        }
+    }
+    pthread_mutex_unlock(&s->follow_mu);
+    for (size_t i = 0; i < n; i++) {
+        ink_rpc_finish(calls[i], GRPC_STATUS_OK, "workload removed");
+        ink_rpc_call_unref(calls[i]);
+    }
+}

@@ -1,0 +1,88 @@
+/* Internals shared by supervisor.c (the set of workloads) and reconcile.c
+ * (one workload's reconcile loop). */
+#ifndef INK_SUPERVISOR_INTERNAL_H
+#define INK_SUPERVISOR_INTERNAL_H
+
+#include <pthread.h>
+
+#include "forward.h"
+#include "image.h"
+#include "logs.h"
+#include "net.h"
+#include "restart.h"
+#include "supervisor.h"
+
+typedef struct ink_workload ink_workload;
+
+typedef struct ink_follower {
+    struct ink_follower *next;
+    char workload_id[INK_NET_WORKLOAD_ID_MAX + 1];
+    ink_rpc_call *call;
+    uint64_t dropped; /* lines skipped while the client lagged */
+    ink_supervisor *sup;
+} ink_follower;
+
+struct ink_supervisor {
+    ink_supervisor_config cfg;
+    ink_runsc runsc;
+    ink_image_store *images;
+    ink_net *net;
+    ink_forwarder *forwarder;
+    ink_registry_opts registry;
+    char *workloads_dir; /* state_dir/workloads */
+    char *rootfs_dir;    /* state_dir/rootfs: unpacked images, shared read-only */
+
+    pthread_mutex_t mu; /* the list, each workload's wanted spec and status */
+    pthread_cond_t cond;
+    ink_workload *list;
+    bool stopping;
+    int preparing; /* loops pulling or unpacking: image GC waits for 0 */
+    bool gc_wanted;
+    pthread_t janitor;
+
+    pthread_mutex_t follow_mu;
+    ink_follower *followers;
+};
+
+/* What a workload reports, under sup->mu. */
+typedef struct ink_workload_status {
+    Ink__V1__WorkloadStatus__State state;
+    char reason[512];
+    uint64_t generation;
+    uint32_t restarts;
+    char address[INET_ADDRSTRLEN];
+    uint32_t published_port;
+    int64_t since_ms;
+    char image_digest[INK_DIGEST_MAX];
+    bool running; /* its sandbox is up (exec and metrics make sense) */
+    char host_ifname[IFNAMSIZ];
+} ink_workload_status;
+
+struct ink_workload {
+    ink_workload *next;
+    ink_supervisor *sup;
+    char id[INK_NET_WORKLOAD_ID_MAX + 1];
+    char *dir; /* workloads/<id> */
+    pthread_t thread;
+    int wake_fd; /* eventfd: the wanted spec changed, or stopping */
+
+    /* Under sup->mu. */
+    Ink__V1__Assignment *next_want; /* newer spec for the loop to take */
+    bool remove;                    /* no longer wanted: tear down */
+    bool done;                      /* the loop has ended; join and free */
+    ink_workload_status status;
+};
+
+ink_workload *ink_workload_new(ink_supervisor *s, const char *id);
+void ink_workload_wake(ink_workload *w);
+void *ink_workload_main(void *arg);
+void ink_workload_free(ink_workload *w);
+
+Ink__V1__Assignment *ink_assignment_dup(const Ink__V1__Assignment *a);
+
+/* Sends a log line to the workload's followers (supervisor.c). */
+void ink_followers_publish(ink_supervisor *s, const char *id, const ink_log_line *line);
+/* Ends every follower of the workload (it is being removed). */
+void ink_followers_end(ink_supervisor *s, const char *id);
+
+#endif

@@ -1,0 +1,314 @@
+#!/bin/bash
+# ink-agent end to end: the real coordinator hands assignments to the real
+# agent, which pulls from a real registry (Debian's docker-registry), runs
+# gVisor sandboxes with runsc, networks them and publishes their ports.
+#
+#   deploy -> HTTP 200 through the published port; env and secret env seen
+#   by the app; exec, logs (tail and follow), metrics; a memory hog killed
+#   by its limit, reported as OOM and restarted with backoff; a fork bomb
+#   held by the pids limit; a crash loop detected; a missing image reported;
+#   a new generation replaces the sandbox; agent kill -9 -> the workload
+#   kept serving and is adopted, not restarted; coordinator kill -9 changes
+#   nothing; removal leaves no sandbox, namespace, veth, cgroup or address.
+#
+# Safety: everything (coordinator, agent, registry, sandboxes) lives in a
+# network namespace this test creates (the "node"); it has no uplink, so no
+# workload can reach anything outside. Cleanup removes sandboxes, cgroups,
+# namespace mounts and the node namespace even when a step fails.
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" = 0 ] || fail "needs root (runsc sandboxes, namespaces, cgroups)"
+for tool in runsc docker-registry skopeo umoci busybox nsenter curl jq ip; do
+	command -v "$tool" >/dev/null || fail "$tool not installed (scripts/install-deps)"
+done
+
+CALL="$BIN/tests/integration/agent_call"
+NODE="ink-e2e-$$"
+RUNDIR="/run/ink-e2e-$$"
+NSDIR="$RUNDIR/netns"
+RUNSC_ROOT="$RUNDIR/runsc"
+P="e2e$$" # workload id prefix: parallel runs never collide
+REG=127.0.0.1:5000
+
+e2e_cleanup() {
+	local rc=$?
+	set +e
+	if [ $rc -ne 0 ] && [ -n "${INK_E2E_KEEP_LOGS:-}" ]; then
+		mkdir -p "$INK_E2E_KEEP_LOGS" && cp "$T"/*.log "$INK_E2E_KEEP_LOGS"/
+	fi
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	if [ -d "$RUNSC_ROOT" ]; then
+		for id in $(runsc --root "$RUNSC_ROOT" list -quiet 2>/dev/null); do
+			runsc --root "$RUNSC_ROOT" kill --all "$id" KILL >/dev/null 2>&1
+			runsc --root "$RUNSC_ROOT" delete --force "$id" >/dev/null 2>&1
+		done
+	fi
+	for cg in /sys/fs/cgroup/*/ink/"$P"-*; do [ -d "$cg" ] && rmdir "$cg"; done 2>/dev/null
+	if [ -d "$NSDIR" ]; then
+		for f in "$NSDIR"/*; do
+			[ -e "$f" ] || continue
+			while umount -l "$f" 2>/dev/null; do :; done
+			rm -f "$f"
+		done
+		while umount -l "$NSDIR" 2>/dev/null; do :; done
+	fi
+	rm -rf "$RUNDIR"
+	ip netns del "$NODE" 2>/dev/null
+	(exit $rc)
+	cleanup
+}
+trap e2e_cleanup EXIT
+
+IN=(nsenter --net="/run/netns/$NODE")
+in_node() { "${IN[@]}" "$@"; }
+# Daemons start with "${IN[@]}" directly, not through the function: $! must
+# be the daemon itself (nsenter execs it), or kill -9 would miss it.
+ip netns add "$NODE"
+ip -n "$NODE" link set lo up
+
+# --- registry with the test images --------------------------------------
+"$(dirname "$0")/../images/build_test_images.sh" "$T/layout" >/dev/null
+cat >"$T/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $T/registry
+http:
+  addr: $REG
+YAML
+"${IN[@]}" docker-registry serve "$T/registry.yml" >>"$T/registry.log" 2>&1 &
+PIDS+=($!)
+wait_until 20 "registry up" in_node curl -sf "http://$REG/v2/"
+in_node skopeo --insecure-policy copy --dest-tls-verify=false oci:"$T/layout":busybox \
+	"docker://$REG/busybox:1" >/dev/null
+ok "registry in the node namespace, busybox image pushed"
+
+# --- coordinator and agent, mutual TLS -----------------------------------
+PKI="$T/pki"
+"$COORD" --pki-dir="$PKI" pki init >/dev/null
+"$COORD" --pki-dir="$PKI" pki issue node-e2e >/dev/null
+C=("$COORD" --database="$T/db/ink.db" --tls-ca="$PKI/ca.crt"
+	--tls-cert="$PKI/ink-coordinator.crt" --tls-key="$PKI/ink-coordinator.key"
+	--heartbeat-interval=500ms --node-timeout=3s)
+start_coordinator() {
+	"${IN[@]}" "${C[@]}" --listen=127.0.0.1:7440 serve >>"$T/coordinator.log" 2>&1 &
+	COORD_PID=$!
+	PIDS+=("$COORD_PID")
+}
+A=("$AGENT" --node-id=node-e2e --coordinator=127.0.0.1:7440 --listen=127.0.0.1:7442
+	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-e2e.crt"
+	--tls-key="$PKI/node-e2e.key" --reconnect-initial=100ms --reconnect-max=1s
+	--runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR" --workload-cidr=10.251.0.0/24
+	--insecure-registries="$REG" --stop-grace=2s --resync=1s --log-level=debug)
+start_agent() {
+	"${IN[@]}" "${A[@]}" run >>"$T/agent.log" 2>&1 &
+	AGENT_PID=$!
+	PIDS+=("$AGENT_PID")
+}
+start_coordinator
+wait_until 10 "coordinator started" grep -q 'msg="coordinator started"' "$T/coordinator.log"
+start_agent
+node_ready() { "${C[@]}" nodes | grep -q '^node-e2e  *ready'; }
+wait_until 20 "node registered" node_ready
+ok "coordinator and agent up in the node namespace"
+
+put() { "${C[@]}" workload put node-e2e "$@" >/dev/null; }
+rm_wl() { "${C[@]}" workload rm node-e2e "$1" >/dev/null; }
+# wl FIELD ID: a field of the workload's reported status
+wl() { "${C[@]}" workload ls node-e2e --json | jq -r ".[] | select(.workload_id == \"$2\") | .$1"; }
+state_is() { [ "$(wl state "$2")" = "$1" ]; }
+reason_has() { wl reason "$1" | grep -q -- "$2"; }
+restarts_at_least() { [ "$(wl restarts "$1")" -ge "$2" ] 2>/dev/null; }
+# gen_state ID: "<reported generation> <state>"
+gen_state() { echo "$(wl reported_generation "$1") $(wl state "$1")"; }
+gen_state_is() { [ "$(gen_state "$1")" = "$2" ]; }
+logs_have() { call logs "$1" 500 | grep -q -- "$2"; }
+published_answers() { in_node curl -sf --max-time 2 http://127.0.0.1:18080/ >/dev/null; }
+call() { in_node env AGENT_NAME=node-e2e "$CALL" 127.0.0.1:7442 "$PKI" "$@"; }
+http() { in_node curl -s --max-time 5 "$@"; }
+# The sandbox's host processes (its pids cgroup): they change only when
+# the sandbox is restarted.
+sandbox_pid() { sort -n /sys/fs/cgroup/pids/ink/"$1"/cgroup.procs | head -n 1; }
+
+# --- deploy -----------------------------------------------------------------
+WEB="$P-web"
+t0=$SECONDS
+put "$WEB" --image "$REG/busybox:1" --port 80 --publish 18080 --memory 128M --cpu 500 --pids 64
+wait_until 90 "$WEB running" state_is running "$WEB"
+body=$(http http://127.0.0.1:18080/)
+grep -q 'ink test image' <<<"$body" || fail "published port answered: $body"
+[ "$(http -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/)" = 200 ] || fail "not 200"
+WEB_ADDR=$(wl address "$WEB")
+[[ $WEB_ADDR == 10.251.0.* ]] || fail "workload address '$WEB_ADDR'"
+http "http://$WEB_ADDR/" | grep -q 'ink test image' || fail "workload address does not answer"
+[ "$(wl published_port "$WEB")" = 18080 ] || fail "published port not reported"
+wl image_digest "$WEB" | grep -q '^sha256:' || fail "image digest not reported"
+runsc --root "$RUNSC_ROOT" list -quiet | grep -qx "$WEB" || fail "no runsc sandbox $WEB"
+grep -q 'Starting gVisor' <(call exec "$WEB" 10 "" -- /bin/busybox dmesg) ||
+	fail "workload is not running under gVisor"
+ok "deployed: HTTP 200 through published port 18080 and at $WEB_ADDR ($((SECONDS - t0))s)"
+
+CG=/sys/fs/cgroup/memory/ink/$WEB
+[ "$(cat "$CG/memory.limit_in_bytes")" = $((128 << 20)) ] || fail "memory limit not applied"
+[ "$(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us)" = 50000 ] || fail "CPU quota"
+[ "$(cat /sys/fs/cgroup/pids/ink/"$WEB"/pids.max)" = $((4 * 64 + 256)) ] || fail "pids limit"
+ok "cgroup limits: memory 128M, CPU 0.5, pids"
+
+# --- env and secret env -------------------------------------------------------
+ENVW="$P-env"
+put "$ENVW" --image "$REG/busybox:1" --port 8080 --publish 18081 --env APP_MODE=test \
+	--secret-env API_TOKEN=s3cr3t -- /bin/sh -c \
+	'mkdir -p /tmp/www && echo "greeting=$GREETING mode=$APP_MODE token=$API_TOKEN port=$PORT" >/tmp/www/index.html && exec httpd -f -v -p $PORT -h /tmp/www'
+wait_until 60 "$ENVW running" state_is running "$ENVW"
+body=$(http http://127.0.0.1:18081/)
+[ "$body" = "greeting=hello mode=test token=s3cr3t port=8080" ] || fail "env seen by the app: $body"
+! "${C[@]}" workload ls --json | grep -q s3cr3t || fail "secret shown by workload ls"
+! grep -q s3cr3t "$T/agent.log" "$T/coordinator.log" || fail "secret in a daemon log"
+ok "image env, app env and secret env reach the app"
+
+# --- exec, logs, metrics -------------------------------------------------------
+out=$(call exec "$WEB" 10 "" -- /bin/sh -c 'echo out; echo err >&2; exit 7' 2>"$T/exec.err") && rc=0 || rc=$?
+[ "$rc" = 7 ] && [ "$out" = out ] && [ "$(cat "$T/exec.err")" = err ] ||
+	fail "exec: rc=$rc out='$out' err='$(cat "$T/exec.err")'"
+[ "$(call exec "$WEB" 10 "hello-stdin" -- /bin/cat)" = hello-stdin ] || fail "exec stdin"
+call exec "$WEB" 1 "" -- /bin/sleep 30 && rc=0 || rc=$?
+[ "$rc" = 124 ] || fail "exec timeout gave $rc"
+call exec "$P-nosuch" 5 "" -- /bin/true 2>"$T/exec.err" && fail "exec in a missing workload"
+grep -q NOT_FOUND "$T/exec.err" || fail "exec missing workload: $(cat "$T/exec.err")"
+ok "exec: output, exit code, stdin, timeout, unknown workload"
+
+call logs "$WEB" 100 >"$T/logs.txt"
+grep -q ' s started generation 1 ' "$T/logs.txt" || fail "no start line in logs: $(cat "$T/logs.txt")"
+grep -q ' s ready: port 80 answers' "$T/logs.txt" || fail "no ready line"
+# Follow from now: only new lines, as they come (httpd -v logs each
+# response on stderr).
+call logs "$WEB" 0 "$(date +%s%3N)" 4 >"$T/follow.txt" &
+FOLLOW=$!
+sleep 1
+http http://127.0.0.1:18080/ >/dev/null
+wait "$FOLLOW" || fail "logs --follow failed"
+grep -q ' e .*response:200' "$T/follow.txt" || fail "follow did not stream the new line: $(cat "$T/follow.txt")"
+! grep -q 'started generation' "$T/follow.txt" || fail "follow since now sent old lines"
+[ "$(call logs "$WEB" 1 | wc -l)" = 1 ] || fail "tail 1"
+ok "logs: tail, system lines, follow streams new output"
+
+m=$(call metrics "$WEB")
+for k in cpu_ns memory_bytes pids rx_bytes tx_bytes last_activity_ms; do
+	v=$(sed -n "s/.* $k=\([0-9]*\).*/\1/p" <<<"$m")
+	[ -n "$v" ] && [ "$v" -gt 0 ] || fail "metrics $k: $m"
+done
+[ "$(call metrics | wc -l)" -ge 2 ] || fail "metrics for every workload"
+ok "metrics: $m"
+
+# --- memory hog: OOM, reported, restarted with backoff -------------------------
+HOG="$P-hog"
+put "$HOG" --image "$REG/busybox:1" --memory 64M -- /bin/sh -c \
+	'echo hogging; x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done'
+wait_until 90 "OOM reported" reason_has "$HOG" "out of memory"
+wait_until 60 "restarted after OOM" restarts_at_least "$HOG" 2
+call logs "$HOG" 200 >"$T/hog.txt" || fail "logs of $HOG"
+grep -q ' s killed: out of memory' "$T/hog.txt" || fail "OOM not in the workload log: $(cat "$T/hog.txt")"
+[ "$(call logs "$HOG" 200 | grep -c ' o hogging')" -ge 2 ] || fail "hog not restarted"
+http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "web hurt by the hog"
+rm_wl "$HOG"
+ok "memory hog killed at 64M, reported as OOM, restarted with backoff"
+
+# --- fork bomb: held by the pids limit -------------------------------------------
+BOMB="$P-bomb"
+put "$BOMB" --image "$REG/busybox:1" --pids 16 -- /bin/sh -c 'echo bombing; b() { b | b & }; b; sleep 1000'
+wait_until 60 "bomb started" logs_have "$BOMB" bombing
+sleep 3
+PCG=/sys/fs/cgroup/pids/ink/$BOMB
+if [ -d "$PCG" ]; then
+	[ "$(cat "$PCG/pids.max")" = $((4 * 16 + 256)) ] || fail "bomb pids.max"
+	[ "$(cat "$PCG/pids.current")" -le $((4 * 16 + 256)) ] || fail "pids above the limit"
+fi
+http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "web hurt by the fork bomb"
+[ "$(call exec "$WEB" 10 "" -- /bin/echo alive 2>"$T/exec.err")" = alive ] || fail "node cannot exec after the fork bomb: $(cat "$T/exec.err")"
+rm_wl "$BOMB"
+ok "fork bomb contained by the pids limit; other workloads unaffected"
+
+# --- an app that dies is restarted and serves again ------------------------------
+R0=$(wl restarts "$WEB")
+call exec "$WEB" 10 "" -- /bin/sh -c 'kill 1' || true
+wait_until 30 "$WEB restarted" restarts_at_least "$WEB" $((R0 + 1))
+wait_until 30 "$WEB running again" state_is running "$WEB"
+http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "restarted web does not serve"
+reason_has "$WEB" "" || true
+call logs "$WEB" 100 | grep -q ' s killed by signal 15; restart 1 in 1s' ||
+	fail "restart not explained in the log: $(call logs "$WEB" 20)"
+ok "app killed inside the sandbox: restarted after 1s, serves again on the same address"
+
+# --- crash loop ----------------------------------------------------------------
+CRASH="$P-crash"
+put "$CRASH" --image "$REG/busybox:1" -- /bin/sh -c 'echo dying; exit 3'
+wait_until 90 "crash-loop" state_is crash-loop "$CRASH"
+reason_has "$CRASH" "exited with code 3" || fail "crash reason: $(wl reason "$CRASH")"
+[ "$(wl restarts "$CRASH")" -ge 5 ] || fail "restarts $(wl restarts "$CRASH")"
+[ "$(call logs "$CRASH" 500 | grep -c ' o dying')" -ge 5 ] || fail "crash output not logged"
+rm_wl "$CRASH"
+ok "crash loop detected after 5 exits, reason 'exited with code 3'"
+
+# --- missing image ---------------------------------------------------------------
+BAD="$P-bad"
+put "$BAD" --image "$REG/busybox:nosuch" --port 80
+wait_until 60 "bad image failed" state_is failed "$BAD"
+reason_has "$BAD" "manifest unknown" || fail "bad image reason: $(wl reason "$BAD")"
+rm_wl "$BAD"
+ok "a missing image is reported as failed: manifest unknown"
+
+# --- agent kill -9: the workload keeps serving and is adopted ------------------
+PID_BEFORE=$(sandbox_pid "$WEB")
+RESTARTS_BEFORE=$(wl restarts "$WEB")
+kill -9 "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null || true
+http "http://$WEB_ADDR/" | grep -q 'ink test image' || fail "workload stopped serving with the agent"
+start_agent
+wait_until 30 "agent re-registered" grep -q 'workload adopted.*'"$WEB" "$T/agent.log"
+wait_until 30 "published again" published_answers
+[ "$(sandbox_pid "$WEB")" = "$PID_BEFORE" ] || fail "sandbox was restarted (pid changed)"
+[ "$(wl restarts "$WEB")" = "$RESTARTS_BEFORE" ] || fail "restart counted"
+call logs "$WEB" 100 | grep -q 'adopted the running sandbox' || fail "no adoption line"
+ok "agent kill -9 and restart: sandbox pid $PID_BEFORE kept, served throughout, adopted"
+
+# --- coordinator outage changes nothing ------------------------------------------
+kill -9 "$COORD_PID"
+wait "$COORD_PID" 2>/dev/null || true
+wait_until 10 "agent notices" grep -q 'coordinator unreachable' "$T/agent.log"
+sleep 2
+http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "web down with the coordinator"
+[ "$(sandbox_pid "$WEB")" = "$PID_BEFORE" ] || fail "sandbox touched during the outage"
+start_coordinator
+wait_until 20 "node ready again" node_ready
+ok "coordinator kill -9: workloads untouched, agent reconnects"
+
+# --- a new generation replaces the sandbox -------------------------------------------
+put "$WEB" --image "$REG/busybox:1" --port 80 --publish 18080 --memory 128M --cpu 500 --pids 64 \
+	--env RELEASE=2
+wait_until 60 "generation 2 running" gen_state_is "$WEB" "2 running"
+[ "$(sandbox_pid "$WEB")" != "$PID_BEFORE" ] || fail "generation 2 runs in the old sandbox"
+[ "$(call exec "$WEB" 10 "" -- /bin/sh -c 'echo $RELEASE')" = 2 ] || fail "new env not applied"
+http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "generation 2 not serving"
+ok "new generation replaced the sandbox and serves"
+
+# --- removal leaves nothing behind ---------------------------------------------------
+rm_wl "$WEB"
+rm_wl "$ENVW"
+gone() { [ -z "$(wl state "$WEB")$(wl state "$ENVW")" ]; }
+wait_until 60 "workloads removed" gone
+no_sandboxes() { [ -z "$(runsc --root "$RUNSC_ROOT" list -quiet)" ]; }
+wait_until 30 "sandboxes deleted" no_sandboxes
+[ -z "$(ls "$NSDIR")" ] || fail "namespace mounts left: $(ls "$NSDIR")"
+[ "$(in_node ip -o link show | grep -c ': ink')" = 0 ] || fail "veths left"
+! ls -d /sys/fs/cgroup/*/ink/"$P"-* >/dev/null 2>&1 || fail "cgroups left"
+[ "$(jq '.allocations | length' "$T/agent/ipam.json" 2>/dev/null || echo 0)" = 0 ] ||
+	fail "addresses left: $(cat "$T/agent/ipam.json")"
+[ -z "$(ls "$T/agent/workloads")" ] || fail "workload directories left"
+in_node curl -s --max-time 2 http://127.0.0.1:18080/ && fail "published port still open"
+ok "removal: no sandbox, namespace, veth, cgroup, address, directory or listener left"
+
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID" || fail "agent exit status $?"
+finish

@@ -1,0 +1,527 @@
+/* Unit tests for `ink-coordinator workload put|rm|ls` (coordinator/
+ * cli_workload.c) on a real SQLite file. The fixture keeps its own store
+ * handle open the whole time, standing in for the running daemon, while
+ * every command opens another one, as the CLI process does. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "coordinator.h"
+#include "testlib.h"
+#include "util.h"
+
+typedef struct {
+    char dir[128];
+    char db[192];
+    ink_coordinator_config cfg;
+    ink_store *daemon; /* the daemon's handle on the same file */
+    char *out, *err;   /* what the last command printed */
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = ink_xcalloc(1, sizeof *f);
+    if (test_mkdtemp(f->dir, sizeof f->dir, "cli") < 0)
+        return -1;
+    snprintf(f->db, sizeof f->db, "%s/ink.db", f->dir);
+    ink_err err = {0};
+    if (ink_config_defaults(ink_coordinator_options, &f->cfg, &err) < 0 ||
+        ink_config_set(ink_coordinator_options, &f->cfg, "database", f->db, &err) < 0 ||
+        ink_store_open(f->db, &f->daemon, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    ink_store_close(f->daemon);
+    ink_config_free(ink_coordinator_options, &f->cfg);
+    free(f->out);
+    free(f->err);
+    test_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Runs `workload ARGS...`, keeping stdout and stderr in f->out, f->err. */
+static int run_argv(fixture *f, const char **args)
+{
+    int argc = 0;
+    while (args[argc])
+        argc++;
+    free(f->out);
+    free(f->err);
+    size_t olen, elen;
+    FILE *out = open_memstream(&f->out, &olen);
+    FILE *errf = open_memstream(&f->err, &elen);
+    assert_non_null(out);
+    assert_non_null(errf);
+    int rc = ink_cmd_workload(&f->cfg, argc, (char **)args, out, errf);
+    fclose(out);
+    fclose(errf);
+    return rc;
+}
+#define RUN(f, ...) run_argv(f, (const char *[]){__VA_ARGS__, NULL})
+
+static void register_node(fixture *f, const char *id, const char *instance)
+{
+    Ink__V1__Capacity cap = INK__V1__CAPACITY__INIT;
+    cap.cpus = 2;
+    cap.memory_bytes = 4ULL << 30;
+    Ink__V1__RegisterRequest r = INK__V1__REGISTER_REQUEST__INIT;
+    r.node_id = (char *)id;
+    r.hostname = "host";
+    r.agent_endpoint = "127.0.0.1:7442";
+    r.capacity = &cap;
+    r.instance_id = (char *)instance;
+    ink_err err = {0};
+    assert_int_equal(ink_store_register_node(f->daemon, &r, 1000, &err), 0);
+}
+
+/* The node's desired set as the daemon would stream it: one snapshot. */
+static Ink__V1__WatchEvent *snapshot(fixture *f, const char *node, ink_watch_batch *b)
+{
+    ink_err err = {0};
+    assert_int_equal(ink_store_watch_events(f->daemon, node, 0, true, 100, b, &err), 0);
+    assert_int_equal(b->n, 1);
+    return b->events[0];
+}
+
+static void test_put_creates_generation_1(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    assert_int_equal(
+        RUN(f, "put", "n1", "web-1", "--image", "registry.local/web:1", "--port", "8080",
+            "--publish=30080", "--env", "MODE=prod", "--env", "EMPTY=", "--secret-env",
+            "TOKEN=s3cr3t-value", "--memory", "256M", "--cpu", "0.5", "--pids", "100", "--app",
+            "web", "--project", "demo", "--min-replicas", "0", "--idle-timeout", "5m", "--egress",
+            "default", "--egress-allow", "10.0.0.0/8", "--egress-allow", "api.example.com",
+            "--egress-allow", "2001:db8::/32", "--", "/bin/server", "--listen", ":8080"),
+        0);
+    assert_string_equal(f->out, "workload web-1 on n1: generation 1, revision 1\n");
+    assert_string_equal(f->err, "");
+
+    ink_watch_batch b;
+    Ink__V1__WatchEvent *ev = snapshot(f, "n1", &b);
+    assert_int_equal(ev->revision, 1);
+    assert_int_equal(ev->n_assignments, 1);
+    const Ink__V1__Assignment *a = ev->assignments[0];
+    assert_string_equal(a->workload_id, "web-1");
+    assert_int_equal(a->generation, 1);
+    assert_string_equal(a->image, "registry.local/web:1");
+    assert_string_equal(a->app, "web");
+    assert_string_equal(a->project, "demo");
+    assert_int_equal(a->port, 8080);
+    assert_int_equal(a->published_port, 30080);
+    assert_int_equal(a->n_env, 2);
+    assert_string_equal(a->env[0]->name, "MODE");
+    assert_string_equal(a->env[0]->value, "prod");
+    assert_string_equal(a->env[1]->name, "EMPTY");
+    assert_string_equal(a->env[1]->value, "");
+    assert_int_equal(a->n_secret_env, 1);
+    assert_string_equal(a->secret_env[0]->name, "TOKEN");
+    assert_string_equal(a->secret_env[0]->value, "s3cr3t-value");
+    assert_non_null(a->resources);
+    assert_int_equal(a->resources->memory_bytes, 256ULL << 20);
+    assert_int_equal(a->resources->cpu_millis, 500);
+    assert_int_equal(a->resources->pids, 100);
+    assert_int_equal(a->min_replicas, 0);
+    assert_int_equal(a->idle_timeout_s, 300);
+    assert_string_equal(a->egress, "default");
+    assert_int_equal(a->n_egress_allow, 3);
+    assert_string_equal(a->egress_allow[1], "api.example.com");
+    assert_int_equal(a->n_command, 3);
+    assert_string_equal(a->command[0], "/bin/server");
+    assert_string_equal(a->command[2], ":8080");
+    assert_int_equal(a->n_args, 0);
+    ink_store_free_events(&b);
+}
+
+static void test_put_without_limits_and_args(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    /* --args: what follows -- replaces the image's cmd, not its
+     * entrypoint. Without limits there is no Resources message at all. */
+    assert_int_equal(RUN(f, "put", "n1", "job", "--image", "busybox", "--args", "--", "-c", "1"),
+                     0);
+    ink_watch_batch b;
+    const Ink__V1__Assignment *a = snapshot(f, "n1", &b)->assignments[0];
+    assert_int_equal(a->n_command, 0);
+    assert_int_equal(a->n_args, 2);
+    assert_string_equal(a->args[0], "-c");
+    assert_null(a->resources);
+    ink_store_free_events(&b);
+}
+
+static void test_cpu_forms(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    const char *forms[] = {"250", "250m", "2.0", "1.25", "0.01"};
+    const uint32_t millis[] = {250, 250, 2000, 1250, 10};
+    for (size_t i = 0; i < INK_ARRAY_LEN(forms); i++) {
+        assert_int_equal(RUN(f, "put", "n1", "w", "--image", "img", "--cpu", forms[i]), 0);
+        ink_watch_batch b;
+        const Ink__V1__Assignment *a = snapshot(f, "n1", &b)->assignments[0];
+        assert_int_equal(a->resources->cpu_millis, millis[i]);
+        ink_store_free_events(&b);
+    }
+}
+
+static void test_put_identical_is_idempotent(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1", "--env", "A=1"), 0);
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1", "--env", "A=1"), 0);
+    assert_string_equal(f->out, "workload web-1 on n1: unchanged (generation 1, revision 1)\n");
+    assert_int_equal(ink_store_revision(f->daemon), 1);
+    /* The agent gets nothing new either. */
+    ink_watch_batch b;
+    ink_err err = {0};
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(b.head, 1);
+    ink_store_free_events(&b);
+}
+
+static void test_put_changed_bumps_generation(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    register_node(f, "n2", "i2");
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
+    assert_int_equal(RUN(f, "put", "n2", "web-1", "--image", "img:1"), 0); /* other node */
+    assert_string_equal(f->out, "workload web-1 on n2: generation 1, revision 2\n");
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:2"), 0);
+    assert_string_equal(f->out, "workload web-1 on n1: generation 2, revision 3\n");
+    /* Back to the first spec is a change too. */
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
+    assert_string_equal(f->out, "workload web-1 on n1: generation 3, revision 4\n");
+
+    ink_watch_batch b;
+    ink_err err = {0};
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(b.n, 2);
+    assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__UPSERT);
+    assert_int_equal(b.events[0]->revision, 3);
+    assert_int_equal(b.events[0]->assignments[0]->generation, 2);
+    assert_string_equal(b.events[0]->assignments[0]->image, "img:2");
+    assert_int_equal(b.events[1]->assignments[0]->generation, 3);
+    ink_store_free_events(&b);
+}
+
+static void test_rm(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
+    assert_int_equal(RUN(f, "rm", "n1", "web-1"), 0);
+    assert_string_equal(f->out, "workload web-1 on n1: removed, revision 2\n");
+    ink_watch_batch b;
+    ink_err err = {0};
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__DELETE);
+    assert_string_equal(b.events[0]->workload_id, "web-1");
+    ink_store_free_events(&b);
+    assert_int_equal(RUN(f, "ls", "--json"), 0);
+    assert_string_equal(f->out, "[]\n");
+    /* A new put after rm starts over at generation 1. */
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
+    assert_string_equal(f->out, "workload web-1 on n1: generation 1, revision 3\n");
+}
+
+static void test_rm_unknown_is_ok(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(RUN(f, "rm", "n1", "nothing-here"), 0);
+    assert_string_equal(f->out, "workload nothing-here on n1: not assigned, nothing to remove\n");
+    /* No revision, no log entry for any agent. */
+    assert_int_equal(ink_store_revision(f->daemon), 0);
+}
+
+static void test_unknown_node_warns(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(RUN(f, "put", "ghost", "w", "--image", "img"), 0);
+    assert_non_null(strstr(f->err, "warning: node 'ghost' has never registered"));
+    assert_string_equal(f->out, "workload w on ghost: generation 1, revision 1\n");
+}
+
+static void test_validation_errors(void **state)
+{
+    fixture *f = *state;
+    char long_id[130];
+    memset(long_id, 'a', 129);
+    long_id[129] = '\0';
+    struct {
+        const char *args[12];
+        const char *msg;
+    } cases[] = {
+        {{"put", "n1", "bad id", "--image", "x"}, "is not a workload id"},
+        {{"put", "n1", ".hidden", "--image", "x"}, "is not a workload id"},
+        {{"put", "n1", long_id, "--image", "x"}, "is not a workload id"},
+        {{"put", "Node1", "w", "--image", "x"}, "is not a node name"},
+        {{"put", "n1", "w"}, "--image is required"},
+        {{"put", "n1", "--image", "x"}, "NODE and ID are required"},
+        {{"put", "n1", "w", "--image", ""}, "--image must be a non-empty"},
+        {{"put", "n1", "w", "--image", "x", "--image", "y"}, "--image given twice"},
+        {{"put", "n1", "w", "--image"}, "--image needs a value"},
+        {{"put", "n1", "w", "--image", "x", "--port", "0"}, "not a port"},
+        {{"put", "n1", "w", "--image", "x", "--port", "65536"}, "not a port"},
+        {{"put", "n1", "w", "--image", "x", "--publish", "8o"}, "not a port"},
+        {{"put", "n1", "w", "--image", "x", "--memory", "12X"}, "--memory '12X' is not a size"},
+        {{"put", "n1", "w", "--image", "x", "--memory", "512"}, "at least 1M"},
+        {{"put", "n1", "w", "--image", "x", "--cpu", "2"}, "--cpu '2' is not a CPU amount"},
+        {{"put", "n1", "w", "--image", "x", "--cpu", "1.2345"}, "not a CPU amount"},
+        {{"put", "n1", "w", "--image", "x", "--cpu", "-1"}, "not a CPU amount"},
+        {{"put", "n1", "w", "--image", "x", "--pids", "0"}, "--pids '0' is not a number"},
+        {{"put", "n1", "w", "--image", "x", "--idle-timeout", "5x"}, "not a duration"},
+        {{"put", "n1", "w", "--image", "x", "--idle-timeout", "1500ms"}, "whole seconds"},
+        {{"put", "n1", "w", "--image", "x", "--env", "1A=b"}, "'1A' is not a variable name"},
+        {{"put", "n1", "w", "--image", "x", "--env", "A-B=c"}, "not a variable name"},
+        {{"put", "n1", "w", "--image", "x", "--env", "NOVALUE"}, "--env expects KEY=VALUE"},
+        {{"put", "n1", "w", "--image", "x", "--env", "A=1", "--env", "A=2"}, "A given twice"},
+        {{"put", "n1", "w", "--image", "x", "--app", "Web"}, "--app 'Web' is not a valid name"},
+        {{"put", "n1", "w", "--image", "x", "--egress-allow", "10.0.0.0/33"}, "--egress-allow"},
+        {{"put", "n1", "w", "--image", "x", "--egress-allow", "300.1.1.1"}, "--egress-allow"},
+        {{"put", "n1", "w", "--image", "x", "--egress-allow", "bad_host"}, "--egress-allow"},
+        {{"put", "n1", "w", "--image", "x", "--egress-allow", "-a.com"}, "--egress-allow"},
+        {{"put", "n1", "w", "--image", "x", "--bogus", "1"}, "unknown flag '--bogus'"},
+        {{"put", "n1", "w", "--image", "x", "-e", "A=1"}, "unknown flag '-e'"},
+        {{"put", "n1", "w", "extra", "--image", "x"}, "unexpected argument 'extra'"},
+        {{"put", "n1", "w", "--image", "x", "--args"}, "--args needs the arguments after --"},
+        {{"put", "n1", "w", "--image", "x", "--args=1", "--", "a"}, "--args takes no value"},
+        {{"put", "n1", "w", "--image", "x", "--"}, "nothing after --"},
+        {{"rm", "n1"}, "usage: ink-coordinator workload rm"},
+        {{"rm", "n1", "w", "x"}, "usage: ink-coordinator workload rm"},
+        {{"rm", "n1", "bad/id"}, "'bad/id' is not a workload id"},
+        {{"rm", "N1", "w"}, "'N1' is not a node name"},
+        {{"ls", "--bogus"}, "usage: ink-coordinator workload ls"},
+        {{"ls", "n1", "n2"}, "usage: ink-coordinator workload ls"},
+        {{"frob"}, "usage: ink-coordinator workload put"},
+    };
+    for (size_t i = 0; i < INK_ARRAY_LEN(cases); i++) {
+        int rc = run_argv(f, cases[i].args);
+        if (rc != 2 || !strstr(f->err, cases[i].msg))
+            fail_msg("case %zu (%s %s %s ...): rc %d, stderr: %s", i, cases[i].args[0],
+                     cases[i].args[1], cases[i].args[2] ? cases[i].args[2] : "", rc, f->err);
+        assert_string_equal(f->out, "");
+    }
+    /* No subcommand at all. */
+    const char *none[] = {NULL};
+    assert_int_equal(run_argv(f, none), 2);
+    /* Usage errors never write. */
+    assert_int_equal(ink_store_revision(f->daemon), 0);
+}
+
+static void test_secret_values_never_printed(void **state)
+{
+    fixture *f = *state;
+    /* A secret passed without '=' may be the secret itself. */
+    assert_int_equal(RUN(f, "put", "n1", "w", "--image", "x", "--secret-env", "hunter2hunter2"), 2);
+    assert_null(strstr(f->err, "hunter2"));
+    assert_int_equal(RUN(f, "put", "n1", "w", "--image", "x", "--secret-env=1BAD=hunter2"), 2);
+    assert_null(strstr(f->err, "hunter2"));
+    assert_int_equal(RUN(f, "put", "n1", "w", "--image", "x", "--secret=hunter2"), 2);
+    assert_null(strstr(f->err, "hunter2"));
+    assert_int_equal(RUN(f, "put", "n1", "w", "--image", "x", "--secret-env", "K=hunter2"), 0);
+    assert_null(strstr(f->out, "hunter2"));
+    assert_int_equal(RUN(f, "ls"), 0);
+    assert_null(strstr(f->out, "hunter2"));
+    assert_int_equal(RUN(f, "ls", "--json"), 0);
+    assert_null(strstr(f->out, "hunter2"));
+}
+
+static void report(fixture *f, const char *node, const char *instance, Ink__V1__WorkloadStatus **ws,
+                   size_t n)
+{
+    Ink__V1__ReportStatusRequest r = INK__V1__REPORT_STATUS_REQUEST__INIT;
+    r.node_id = (char *)node;
+    r.instance_id = (char *)instance;
+    r.applied_revision = 2;
+    r.workloads = ws;
+    r.n_workloads = n;
+    ink_err err = {0};
+    assert_int_equal(ink_store_report_status(f->daemon, &r, ink_now_ms(), &err), 0);
+}
+
+static json_t *ls_json(fixture *f, const char *node)
+{
+    if (node)
+        assert_int_equal(RUN(f, "ls", node, "--json"), 0);
+    else
+        assert_int_equal(RUN(f, "ls", "--json"), 0);
+    json_error_t jerr;
+    json_t *arr = json_loads(f->out, 0, &jerr);
+    if (!arr)
+        fail_msg("ls --json printed no JSON (%s): %s", jerr.text, f->out);
+    assert_true(json_is_array(arr));
+    return arr;
+}
+
+static void test_ls_shows_reported_status(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    register_node(f, "n2", "i2");
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
+    assert_int_equal(RUN(f, "put", "n1", "web-2", "--image", "img:2"), 0);
+    assert_int_equal(RUN(f, "put", "n2", "db", "--image", "pg:16"), 0);
+    int64_t since = ink_now_ms() - 5 * 60000;
+    Ink__V1__WorkloadStatus w = INK__V1__WORKLOAD_STATUS__INIT;
+    w.workload_id = "web-1";
+    w.generation = 1;
+    w.state = INK__V1__WORKLOAD_STATUS__STATE__CRASH_LOOP;
+    w.reason = "exit status 3\nsee logs";
+    w.restarts = 4;
+    w.address = "10.88.0.2";
+    w.published_port = 30001;
+    w.since_unix_ms = since;
+    w.image_digest = "sha256:abc";
+    /* Something the node runs that is no longer assigned: not listed. */
+    Ink__V1__WorkloadStatus old = INK__V1__WORKLOAD_STATUS__INIT;
+    old.workload_id = "gone";
+    old.state = INK__V1__WORKLOAD_STATUS__STATE__STOPPED;
+    Ink__V1__WorkloadStatus *ws[] = {&w, &old};
+    report(f, "n1", "i1", ws, 2);
+
+    json_t *arr = ls_json(f, NULL);
+    assert_int_equal(json_array_size(arr), 3);
+    const char *fields[] = {
+        "node",         "workload_id",  "generation", "image",          "state",
+        "reason",       "restarts",     "address",    "published_port", "reported_generation",
+        "image_digest", "since_unix_ms"};
+    json_t *o = json_array_get(arr, 0);
+    assert_int_equal(json_object_size(o), INK_ARRAY_LEN(fields));
+    for (size_t i = 0; i < INK_ARRAY_LEN(fields); i++)
+        assert_non_null(json_object_get(o, fields[i]));
+    assert_string_equal(json_string_value(json_object_get(o, "node")), "n1");
+    assert_string_equal(json_string_value(json_object_get(o, "workload_id")), "web-1");
+    assert_int_equal(json_integer_value(json_object_get(o, "generation")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "image")), "img:1");
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "crash-loop");
+    assert_string_equal(json_string_value(json_object_get(o, "reason")), "exit status 3\nsee logs");
+    assert_int_equal(json_integer_value(json_object_get(o, "restarts")), 4);
+    assert_string_equal(json_string_value(json_object_get(o, "address")), "10.88.0.2");
+    assert_int_equal(json_integer_value(json_object_get(o, "published_port")), 30001);
+    assert_int_equal(json_integer_value(json_object_get(o, "reported_generation")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "image_digest")), "sha256:abc");
+    assert_int_equal(json_integer_value(json_object_get(o, "since_unix_ms")), since);
+    /* Not reported yet: same fields, zero values. */
+    o = json_array_get(arr, 1);
+    assert_string_equal(json_string_value(json_object_get(o, "workload_id")), "web-2");
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "unreported");
+    assert_int_equal(json_integer_value(json_object_get(o, "reported_generation")), 0);
+    assert_int_equal(json_object_size(o), INK_ARRAY_LEN(fields));
+    o = json_array_get(arr, 2);
+    assert_string_equal(json_string_value(json_object_get(o, "node")), "n2");
+    json_decref(arr);
+
+    /* A node filter. */
+    arr = ls_json(f, "n2");
+    assert_int_equal(json_array_size(arr), 1);
+    json_decref(arr);
+    arr = ls_json(f, "n3");
+    assert_int_equal(json_array_size(arr), 0);
+    json_decref(arr);
+
+    /* The table: a header, one line per assignment, the reason on its line. */
+    assert_int_equal(RUN(f, "ls", "n1"), 0);
+    assert_true(strncmp(f->out, "NODE ", 5) == 0);
+    char *line2 = strchr(f->out, '\n') + 1;
+    char *line3 = strchr(line2, '\n') + 1;
+    assert_non_null(strstr(line2, "web-1"));
+    assert_non_null(strstr(line2, "crash-loop"));
+    assert_non_null(strstr(line2, "30001"));
+    assert_non_null(strstr(line2, " 5m "));
+    assert_non_null(strstr(line2, "exit status 3 see logs\n"));
+    assert_non_null(strstr(line3, "unreported"));
+    assert_string_equal(strchr(line3, '\n'), "\n"); /* and nothing after it */
+}
+
+/* The daemon holds its handle open across another process's writes: it
+ * must see them (revision, log, snapshot), and its own writes must follow
+ * them instead of reusing their revision numbers. */
+static void test_second_handle_sees_cli_writes(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "i1");
+    ink_err err = {0};
+    ink_watch_batch b;
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 0, true, 100, &b, &err), 0);
+    assert_int_equal(b.head, 0);
+    ink_store_free_events(&b);
+
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
+    assert_int_equal(ink_store_revision(f->daemon), 1);
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 0, false, 100, &b, &err), 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__UPSERT);
+    assert_int_equal(b.events[0]->revision, 1);
+    assert_string_equal(b.events[0]->assignments[0]->workload_id, "web-1");
+    assert_int_equal(b.head, 1);
+    ink_store_free_events(&b);
+
+    /* The daemon writes next: revision 2, not a second revision 1. */
+    Ink__V1__Assignment a = INK__V1__ASSIGNMENT__INIT;
+    a.workload_id = "other";
+    a.image = "img";
+    a.generation = 1;
+    assert_int_equal(ink_store_put_assignment(f->daemon, "n1", &a, &err), 2);
+
+    /* And the CLI after it again. */
+    assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:2"), 0);
+    assert_string_equal(f->out, "workload web-1 on n1: generation 2, revision 3\n");
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 2, false, 100, &b, &err), 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.events[0]->revision, 3);
+    assert_int_equal(b.events[0]->assignments[0]->generation, 2);
+    assert_int_equal(b.head, 3);
+    ink_store_free_events(&b);
+
+    /* A fresh agent's snapshot holds both and the newest revision. */
+    Ink__V1__WatchEvent *ev = snapshot(f, "n1", &b);
+    assert_int_equal(ev->revision, 3);
+    assert_int_equal(ev->n_assignments, 2);
+    ink_store_free_events(&b);
+
+    /* Compaction counts from the database's revision too. */
+    assert_int_equal(ink_store_compact_log(f->daemon, 1, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__SNAPSHOT);
+    ink_store_free_events(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_creates_generation_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_without_limits_and_args, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_forms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_identical_is_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_changed_bumps_generation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rm_unknown_is_ok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_node_warns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validation_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_values_never_printed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ls_shows_reported_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_handle_sees_cli_writes, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
