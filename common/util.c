@@ -137,7 +137,9 @@ int ink_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, i
 int ink_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                           ink_err *err)
 {
-    cleanup_free char *tmp = ink_xasprintf("%s.tmp.%d", path, (int)getpid());
+    /* Unique per thread too: threads of one process may write the same
+     * file at once (the last rename wins, neither fails). */
+    cleanup_free char *tmp = ink_xasprintf("%s.tmp.%d.%d", path, (int)getpid(), (int)gettid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0)
         return ink_err_set(err, errno, "create %s", tmp);

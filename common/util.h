@@ -46,7 +46,6 @@ int ink_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, i
  * entered); a missing path is not an error. */
 int ink_rmtree(const char *path);
 
-
 /* Writes data to path atomically (temp file, fsync, rename, fsync dir). */
 int ink_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                           ink_err *err);

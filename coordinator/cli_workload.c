@@ -38,19 +38,11 @@
 
 /* ------------------------------------------------------------- validation */
 
-/* Workload ids end up in paths and names on the node: a conservative set
- * that needs no quoting anywhere. */
+/* Workload ids name the sandbox (runsc), its cgroup, namespace mount and
+ * directories on the node: the same rule as node names. */
 static bool valid_workload_id(const char *s)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > 128 || !isalnum((unsigned char)s[0]))
-        return false;
-    for (size_t i = 1; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '.' && c != '_' && c != '-')
-            return false;
-    }
-    return true;
+    return ink_valid_name(s);
 }
 
 /* POSIX shell variable names, the ones every image's tooling expects. */
@@ -450,7 +442,7 @@ static int parse_put(int argc, char **argv, put_request *p, FILE *errf)
     if (!valid_workload_id(p->a.workload_id)) {
         fprintf(errf,
                 "ink-coordinator workload put: ID '%s' is not a workload id "
-                "([A-Za-z0-9][A-Za-z0-9._-], at most 128 characters)\n",
+                "([a-z0-9-], 1-63 characters)\n",
                 p->a.workload_id);
         return -1;
     }

@@ -37,6 +37,7 @@ typedef struct ink_agent_config {
     char *publish_address;
     char *insecure_registries;
     char *registry_ca;
+    char *registry_credentials;
     int64_t stop_grace_ms;
     int64_t resync_ms;
     uint64_t log_max_size;
@@ -76,9 +77,9 @@ typedef struct ink_agent {
     uint64_t registrations; /* successful registrations by this process */
     ink_rpc_stream *watch;  /* open watch stream, to cancel on shutdown */
     ink_desired desired;
-    ink_supervisor *sup;   /* runs the desired workloads */
-    bool report_now;       /* a workload changed state: heartbeat early */
-    char **plain_http;     /* insecure_registries, split */
+    ink_supervisor *sup; /* runs the desired workloads */
+    bool report_now;     /* a workload changed state: heartbeat early */
+    char **plain_http;   /* insecure_registries, split */
     size_t nplain_http;
 
     pthread_t session_thread, heartbeat_thread;

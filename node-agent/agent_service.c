@@ -169,9 +169,9 @@ static void *exec_thread(void *arg)
     ink_err err = {0};
     if (ink_runsc_exec_input(ink_supervisor_runsc(j->a->sup), j->id, j->argv, j->input,
                              j->input_len, j->timeout_ms, EXEC_OUTPUT_MAX, &res, &err) < 0) {
-        ink_rpc_finish(j->call, err.errnum == ENOENT ? GRPC_STATUS_FAILED_PRECONDITION
-                                                     : GRPC_STATUS_INTERNAL,
-                       "exec in '%s': %s", j->id, err.msg);
+        ink_rpc_finish(
+            j->call, err.errnum == ENOENT ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_INTERNAL,
+            "exec in '%s': %s", j->id, err.msg);
     } else {
         Ink__V1__ExecResponse resp = INK__V1__EXEC_RESPONSE__INIT;
         resp.stdout = (ProtobufCBinaryData){res.out_len, (uint8_t *)res.out};

@@ -63,7 +63,8 @@ typedef struct loop {
     ink_workload_net net;
     bool net_ready;
     bool published;
-    bool ready; /* the app's port answered */
+    bool ready;     /* the app's port answered */
+    bool net_fresh; /* prepare just set the network up: start needs not */
     ink_backoff prepare_backoff;
     int64_t next_attempt_ms; /* after a failed step; 0 = now */
     char *bundle_dir, *state_path, *log_dir, *cgroup;
@@ -187,7 +188,8 @@ static void load_persisted(loop *l)
         return;
     }
     persisted *p = &l->p;
-    p->prepared_generation = (uint64_t)json_integer_value(json_object_get(j, "prepared_generation"));
+    p->prepared_generation =
+        (uint64_t)json_integer_value(json_object_get(j, "prepared_generation"));
     p->sandbox_generation = (uint64_t)json_integer_value(json_object_get(j, "sandbox_generation"));
     p->published_port = (uint32_t)json_integer_value(json_object_get(j, "published_port"));
     const char *d = json_string_value(json_object_get(j, "image_digest"));
@@ -312,7 +314,8 @@ static int get_image(loop *l, ink_image *img, ink_err *err)
     }
     set_status(l, INK__V1__WORKLOAD_STATUS__STATE__PULLING, "pulling %s", l->want->image);
     int64_t t0 = ink_mono_ms();
-    if (ink_image_pull(s->images, l->want->image, &s->registry, img, err) < 0)
+    ink_registry_opts opts = ink_supervisor_registry_for(s, l->want->image);
+    if (ink_image_pull(s->images, l->want->image, &opts, img, err) < 0)
         return ink_err_wrap(err, "pulling %s", l->want->image);
     LOG_INFO("image pulled", "workload", l->w->id, "image", l->want->image, "digest",
              img->manifest_digest, "bytes", LOG_U64(img->total_bytes), "ms",
@@ -343,6 +346,7 @@ static int prepare(loop *l, ink_err *err)
             return ink_err_wrap(err, "network");
         }
         l->net_ready = true;
+        l->net_fresh = true;
     }
     ink_bundle_spec spec = {
         .assignment = a,
@@ -404,11 +408,14 @@ static int start_sandbox(loop *l, ink_err *err)
     /* Every start sets the namespace up again: gVisor's netstack moved
      * eth0's address and routes into the sandbox that ended, and the next
      * one must find them on eth0 to take them over. */
-    ink_workload_net_free(&l->net);
-    l->net_ready = false;
-    if (ink_workload_net_setup(s->net, l->w->id, &l->net, err) < 0)
-        return ink_err_wrap(err, "network");
-    l->net_ready = true;
+    if (!l->net_fresh) {
+        ink_workload_net_free(&l->net);
+        l->net_ready = false;
+        if (ink_workload_net_setup(s->net, l->w->id, &l->net, err) < 0)
+            return ink_err_wrap(err, "network");
+        l->net_ready = true;
+    }
+    l->net_fresh = false;
     int out_fd, err_fd;
     if (ink_log_sink_workload_fds(l->logs, &out_fd, &err_fd, err) < 0)
         return -1;
@@ -467,9 +474,8 @@ static bool port_answers(const loop *l)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)l->want->port),
-                             .sin_addr = l->net.addr};
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)l->want->port), .sin_addr = l->net.addr};
     bool ok = false;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
         ok = true;
@@ -488,11 +494,10 @@ static int publish(loop *l, ink_err *err)
 {
     if (!l->want->port)
         return 0;
-    struct sockaddr_in target = {.sin_family = AF_INET,
-                                 .sin_port = htons((uint16_t)l->want->port),
-                                 .sin_addr = l->net.addr};
-    uint16_t want_port = (uint16_t)(l->want->published_port ? l->want->published_port
-                                                            : l->p.published_port);
+    struct sockaddr_in target = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)l->want->port), .sin_addr = l->net.addr};
+    uint16_t want_port =
+        (uint16_t)(l->want->published_port ? l->want->published_port : l->p.published_port);
     uint16_t bound = 0;
     if (ink_forwarder_publish(l->s->forwarder, l->w->id, l->s->cfg.publish_address, want_port,
                               &target, &bound, err) < 0)
@@ -581,8 +586,7 @@ static int adopt_network(loop *l)
 {
     ink_sandbox_state st;
     ink_err err = {0};
-    if (ink_runsc_state(&l->s->runsc, l->w->id, &st, &err) < 0 ||
-        st.status != INK_SANDBOX_RUNNING)
+    if (ink_runsc_state(&l->s->runsc, l->w->id, &st, &err) < 0 || st.status != INK_SANDBOX_RUNNING)
         return 0; /* nothing to adopt: prepare as usual */
     int found = ink_workload_net_lookup(l->s->net, l->w->id, &l->net, &err);
     if (found < 0) {
@@ -649,8 +653,7 @@ static void converge(loop *l)
 
     if (alive && l->p.sandbox_generation != a->generation) {
         syslog_line(l, "replacing generation %llu with %llu",
-                    (unsigned long long)l->p.sandbox_generation,
-                    (unsigned long long)a->generation);
+                    (unsigned long long)l->p.sandbox_generation, (unsigned long long)a->generation);
         LOG_INFO("replacing workload", "workload", l->w->id, "from",
                  LOG_U64(l->p.sandbox_generation), "to", LOG_U64(a->generation));
         if (remove_sandbox(l, &err) < 0) {
@@ -667,8 +670,8 @@ static void converge(loop *l)
             /* Left running by a previous agent: adopt it, do not restart. */
             l->sandbox_up = true;
             syslog_line(l, "agent restarted: adopted the running sandbox");
-            LOG_INFO("workload adopted", "workload", l->w->id, "generation",
-                     LOG_U64(a->generation), "pid", LOG_INT(st.pid));
+            LOG_INFO("workload adopted", "workload", l->w->id, "generation", LOG_U64(a->generation),
+                     "pid", LOG_INT(st.pid));
         }
         if (l->waiter.pid <= 0 && ink_runsc_wait_start(&s->runsc, l->w->id, &l->waiter, &err) < 0)
             LOG_WARN("cannot watch the sandbox for its exit", "workload", l->w->id, "error",
@@ -695,8 +698,7 @@ static void converge(loop *l)
         l->p.sandbox_generation != a->generation) {
         /* An old generation that ended while the agent was away. */
         if (remove_sandbox(l, &err) < 0) {
-            retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing old sandbox",
-                        &err);
+            retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing old sandbox", &err);
             return;
         }
     } else if (l->sandbox_up || st.status == INK_SANDBOX_STOPPED) {
@@ -710,8 +712,7 @@ static void converge(loop *l)
         handle_exit(l);
     }
     if (st.status == INK_SANDBOX_CREATED && remove_sandbox(l, &err) < 0) {
-        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing half-made sandbox",
-                    &err);
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing half-made sandbox", &err);
         return;
     }
     if (l->p.restart.next_start_ms && !ink_restart_due(&l->p.restart, ink_now_ms())) {

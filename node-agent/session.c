@@ -7,8 +7,8 @@
  * has, so nothing is lost or applied twice.
  *
  * The heartbeat thread reports status every interval the coordinator asks
- * for, and soon after any workload changes state. Neither thread touches running workloads: a coordinator outage
- * changes nothing on the node. */
+ * for, and soon after any workload changes state. Neither thread touches running workloads: a
+ * coordinator outage changes nothing on the node. */
 #include <string.h>
 #include <time.h>
 

@@ -18,7 +18,10 @@
 #include "supervisor_internal.h"
 
 #define JANITOR_TICK_MS 1000
-#define GC_INTERVAL_MS (30 * 60 * 1000)
+#define GC_INTERVAL_MS (10 * 60 * 1000)
+/* An image no workload uses stays this long: redeploying or scaling back up
+ * soon after a removal should not pull again. */
+#define IMAGE_KEEP_MS (60 * 60 * 1000)
 #define FOLLOW_MAX_PENDING 512
 
 static ink_workload *find_live(ink_supervisor *s, const char *id)
@@ -80,14 +83,20 @@ static bool in_list(char **ids, size_t n, const char *id)
     return false;
 }
 
-static void add_id(char ***ids, size_t *n, const char *id)
+static void add_string(char ***ids, size_t *n, const char *id)
 {
-    if (!ink_valid_name(id) || in_list(*ids, *n, id))
+    if (in_list(*ids, *n, id))
         return;
     *ids = realloc(*ids, (*n + 1) * sizeof **ids);
     if (!*ids)
         abort();
     (*ids)[(*n)++] = ink_xstrdup(id);
+}
+
+static void add_id(char ***ids, size_t *n, const char *id)
+{
+    if (ink_valid_name(id))
+        add_string(ids, n, id);
 }
 
 /* Everything of a workload found on the node: its directory, its sandbox,
@@ -144,11 +153,20 @@ static void collect_garbage(ink_supervisor *s)
      * loop's workload, as recorded in its state. */
     char **keep = NULL;
     size_t nkeep = 0;
+    int64_t now = ink_mono_ms();
     pthread_mutex_lock(&s->mu);
     for (ink_workload *w = s->list; w; w = w->next) {
         if (w->status.image_digest[0])
-            add_id(&keep, &nkeep, w->status.image_digest);
+            add_string(&keep, &nkeep, w->status.image_digest);
     }
+    size_t kept_recent = 0;
+    for (size_t i = 0; i < s->nrecent; i++) {
+        if (now - s->recent[i].ms < IMAGE_KEEP_MS) {
+            add_string(&keep, &nkeep, s->recent[i].digest);
+            s->recent[kept_recent++] = s->recent[i];
+        }
+    }
+    s->nrecent = kept_recent;
     pthread_mutex_unlock(&s->mu);
     /* Workloads between restarts still have their digest on disk. */
     DIR *d = opendir(s->workloads_dir);
@@ -169,10 +187,7 @@ static void collect_garbage(ink_supervisor *s)
             char *q = strchr(p, '"');
             if (q && q > p) {
                 *q = '\0';
-                if (!in_list(keep, nkeep, p)) {
-                    keep = realloc(keep, (nkeep + 1) * sizeof *keep);
-                    keep[nkeep++] = ink_xstrdup(p);
-                }
+                add_string(&keep, &nkeep, p);
             }
         }
         closedir(d);
@@ -226,6 +241,15 @@ static void *janitor_main(void *arg)
             ink_workload *w = *pw;
             if (w->done && !s->stopping) {
                 *pw = w->next;
+                if (w->status.image_digest[0]) {
+                    s->recent = realloc(s->recent, (s->nrecent + 1) * sizeof *s->recent);
+                    if (!s->recent)
+                        abort();
+                    s->recent[s->nrecent] = (struct ink_recent_image){.ms = ink_mono_ms()};
+                    snprintf(s->recent[s->nrecent].digest, INK_DIGEST_MAX, "%s",
+                             w->status.image_digest);
+                    s->nrecent++;
+                }
                 pthread_mutex_unlock(&s->mu);
                 pthread_join(w->thread, NULL);
                 ink_workload_free(w);
@@ -247,6 +271,95 @@ static void *janitor_main(void *arg)
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+/* ------------------------------------------------------------ registry logins */
+
+static void free_logins(ink_supervisor *s)
+{
+    for (size_t i = 0; i < s->nlogins; i++) {
+        free(s->logins[i].registry);
+        free(s->logins[i].username);
+        /* The password leaves no copy behind in freed memory. */
+        explicit_bzero(s->logins[i].password, strlen(s->logins[i].password));
+        free(s->logins[i].password);
+    }
+    free(s->logins);
+    s->logins = NULL;
+    s->nlogins = 0;
+}
+
+static int load_logins(ink_supervisor *s, const char *path, ink_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return ink_err_set(err, errno, "registry_credentials %s", path);
+    if (st.st_mode & 077)
+        return ink_err_set(err, 0,
+                           "registry_credentials %s is readable by others (mode %o): chmod 600",
+                           path, (unsigned)(st.st_mode & 0777));
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    if (ink_read_file(path, 1 << 20, &text, &len, err) < 0)
+        return -1;
+    int lineno = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        lineno++;
+        /* host, user, then the rest of the line: passwords may hold
+         * spaces. */
+        char *f[3] = {0};
+        char *p = line;
+        int nf = 0;
+        for (; nf < 3; nf++) {
+            p += strspn(p, " \t");
+            if (!*p)
+                break;
+            f[nf] = p;
+            if (nf == 2) {
+                nf = 3;
+                break;
+            }
+            p += strcspn(p, " \t");
+            if (*p)
+                *p++ = '\0';
+        }
+        if (nf == 0 || f[0][0] == '#')
+            continue;
+        if (nf != 3) {
+            explicit_bzero(text, len);
+            free_logins(s);
+            return ink_err_set(err, 0, "%s:%d: want \"host[:port] username password\"", path,
+                               lineno);
+        }
+        size_t plen = strlen(f[2]);
+        while (plen > 0 &&
+               (f[2][plen - 1] == ' ' || f[2][plen - 1] == '\t' || f[2][plen - 1] == '\r'))
+            f[2][--plen] = '\0';
+        s->logins = realloc(s->logins, (s->nlogins + 1) * sizeof *s->logins);
+        if (!s->logins)
+            abort();
+        s->logins[s->nlogins++] =
+            (ink_registry_login){ink_xstrdup(f[0]), ink_xstrdup(f[1]), ink_xstrdup(f[2])};
+    }
+    explicit_bzero(text, len);
+    return 0;
+}
+
+ink_registry_opts ink_supervisor_registry_for(const ink_supervisor *s, const char *ref)
+{
+    ink_registry_opts o = s->registry;
+    ink_image_ref r;
+    ink_err err = {0};
+    if (s->nlogins == 0 || ink_image_ref_parse(ref, &r, &err) < 0)
+        return o;
+    for (size_t i = 0; i < s->nlogins; i++) {
+        if (strcmp(s->logins[i].registry, r.registry) == 0) {
+            o.username = s->logins[i].username;
+            o.password = s->logins[i].password;
+        }
+    }
+    return o;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -272,11 +385,12 @@ int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *
     if (ink_mkdir_p(s->workloads_dir, 0700, err) < 0 || ink_mkdir_p(s->rootfs_dir, 0711, err) < 0 ||
         ink_mkdir_p(cfg->runsc_root, 0700, err) < 0)
         goto fail;
+    if (cfg->registry_credentials && load_logins(s, cfg->registry_credentials, err) < 0)
+        goto fail;
     if (ink_image_store_open(images, &s->images, err) < 0)
         goto fail;
-    ink_net_config nc = {.state_dir = cfg->state_dir,
-                         .netns_dir = cfg->netns_dir,
-                         .cidr = cfg->workload_cidr};
+    ink_net_config nc = {
+        .state_dir = cfg->state_dir, .netns_dir = cfg->netns_dir, .cidr = cfg->workload_cidr};
     if (ink_net_open(&nc, &s->net, err) < 0) {
         ink_err_wrap(err, "workload network");
         goto fail;
@@ -295,6 +409,7 @@ int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *
     *out = s;
     return 0;
 fail:
+    free_logins(s);
     ink_forwarder_stop(s->forwarder);
     ink_net_close(s->net);
     ink_image_store_close(s->images);
@@ -323,6 +438,7 @@ void ink_supervisor_stop(ink_supervisor *s)
     ink_forwarder_stop(s->forwarder);
     ink_net_close(s->net);
     ink_image_store_close(s->images);
+    free_logins(s);
     for (ink_follower *f = s->followers, *next; f; f = next) {
         next = f->next;
         ink_rpc_call_unref(f->call);
@@ -331,6 +447,7 @@ void ink_supervisor_stop(ink_supervisor *s)
     pthread_mutex_destroy(&s->follow_mu);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
+    free(s->recent);
     free(s->workloads_dir);
     free(s->rootfs_dir);
     free(s);

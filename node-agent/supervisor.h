@@ -30,16 +30,18 @@ typedef struct ink_supervisor_config {
     const char *runsc;      /* binary */
     const char *runsc_root; /* runsc --root */
     ink_runsc_network network;
-    const char *netns_dir;       /* workload namespace mounts */
-    const char *workload_cidr;   /* addresses of workloads on this node */
-    const char *publish_address; /* where published ports listen */
+    const char *netns_dir;         /* workload namespace mounts */
+    const char *workload_cidr;     /* addresses of workloads on this node */
+    const char *publish_address;   /* where published ports listen */
     const char *const *plain_http; /* registries reached over plain HTTP */
     size_t nplain_http;
     const char *registry_ca; /* extra CA bundle, or NULL */
-    int64_t stop_grace_ms;   /* SIGTERM to SIGKILL */
-    int64_t resync_ms;       /* a loop looks again at least this often */
-    uint64_t log_max_bytes;  /* per log file before rotation */
-    int log_keep;            /* rotated files kept */
+    /* "host[:port] username password" per line, or NULL; owner-only. */
+    const char *registry_credentials;
+    int64_t stop_grace_ms;  /* SIGTERM to SIGKILL */
+    int64_t resync_ms;      /* a loop looks again at least this often */
+    uint64_t log_max_bytes; /* per log file before rotation */
+    int log_keep;           /* rotated files kept */
     /* Called (from a workload thread) whenever a workload's reported state
      * changes, so the status can reach the coordinator early. */
     void (*on_change)(void *arg);

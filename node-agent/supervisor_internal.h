@@ -14,6 +14,14 @@
 
 typedef struct ink_workload ink_workload;
 
+typedef struct ink_registry_login {
+    char *registry, *username, *password;
+} ink_registry_login;
+
+/* The registry options for pulling ref: the node's, with the login for
+ * the ref's registry when the credentials file has one. */
+ink_registry_opts ink_supervisor_registry_for(const ink_supervisor *s, const char *ref);
+
 typedef struct ink_follower {
     struct ink_follower *next;
     char workload_id[INK_NET_WORKLOAD_ID_MAX + 1];
@@ -29,6 +37,8 @@ struct ink_supervisor {
     ink_net *net;
     ink_forwarder *forwarder;
     ink_registry_opts registry;
+    struct ink_registry_login *logins; /* registry_credentials */
+    size_t nlogins;
     char *workloads_dir; /* state_dir/workloads */
     char *rootfs_dir;    /* state_dir/rootfs: unpacked images, shared read-only */
 
@@ -38,6 +48,12 @@ struct ink_supervisor {
     bool stopping;
     int preparing; /* loops pulling or unpacking: image GC waits for 0 */
     bool gc_wanted;
+    /* Images of removed workloads, kept a while for a quick redeploy. */
+    struct ink_recent_image {
+        char digest[INK_DIGEST_MAX];
+        int64_t ms;
+    } * recent;
+    size_t nrecent;
     pthread_t janitor;
 
     pthread_mutex_t follow_mu;

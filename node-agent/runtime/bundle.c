@@ -2,11 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,18 +45,26 @@ static int lookup_file(const char *rootfs, const char *file, const char *key, ui
     cleanup_free char *path = ink_xasprintf("%s/%s", rootfs, file);
     cleanup_free char *text = NULL;
     /* The image is untrusted: its /etc/passwd may be a symlink aimed at a
-     * host file or device. Resolve it as if rootfs were "/", and read only
-     * a regular file. */
-    cleanup_close int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0)
+     * host file or device. Walk the path without following any symlink
+     * (one in the image makes the file absent), and read only a regular
+     * file. */
+    cleanup_close int fd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return ink_err_set(err, errno, "open %s", rootfs);
-    struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
-                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-    cleanup_close int fd = (int)syscall(SYS_openat2, root, file, &how, sizeof how);
-    if (fd < 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return 1;
-        return ink_err_set(err, errno, "open %s", path);
+    cleanup_free char *rel = ink_xstrdup(file);
+    char *psave = NULL;
+    for (char *part = strtok_r(rel, "/", &psave); part; part = strtok_r(NULL, "/", &psave)) {
+        bool last = !psave || !*psave;
+        int next =
+            openat(fd, part,
+                   (last ? O_RDONLY | O_NONBLOCK : O_PATH | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) {
+            if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+                return 1;
+            return ink_err_set(err, errno, "open %s", path);
+        }
+        close(fd);
+        fd = next;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))

@@ -53,7 +53,8 @@ void ink_cgroup_read_stats(const char *path, ink_cgroup_stats *st)
     cleanup_free char *v1_cpu = ink_xasprintf("%s/cpuacct%s/cpuacct.usage", CGROUP_ROOT, path);
     if (access(v1_cpu, R_OK) == 0) {
         st->cpu_ns = read_number(v1_cpu);
-        cleanup_free char *mem = ink_xasprintf("%s/memory%s/memory.usage_in_bytes", CGROUP_ROOT, path);
+        cleanup_free char *mem =
+            ink_xasprintf("%s/memory%s/memory.usage_in_bytes", CGROUP_ROOT, path);
         cleanup_free char *stat = ink_xasprintf("%s/memory%s/memory.stat", CGROUP_ROOT, path);
         uint64_t usage = read_number(mem), inactive = read_key(stat, "total_inactive_file");
         st->memory_bytes = usage > inactive ? usage - inactive : usage;

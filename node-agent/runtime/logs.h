@@ -32,7 +32,6 @@ typedef struct ink_log_line {
     size_t len;
 } ink_log_line;
 
-
 typedef struct ink_log_limits {
     uint64_t max_file_bytes; /* rotate when current.log would pass this; 0 = 10 MiB */
     int keep;                /* rotated files kept; 0 = 3 */

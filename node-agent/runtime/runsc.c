@@ -34,10 +34,11 @@ typedef struct cmd {
     int stdout_fd, stderr_fd; /* -1: capture */
     const char *input;        /* exec: written to the command's stdin */
     size_t input_len;
-    bool netns_trick;         /* run: private mount ns with tmpfs on /proc/sys/net */
-    const char *sandbox_id;   /* run: its own namespace mount stays visible */
-    const char *log_path;     /* --log */
-    const char *debug_log;    /* run: --debug-log (a directory, per process) */
+    bool netns_trick;       /* run: private mount ns with tmpfs on /proc/sys/net */
+    const char *sandbox_id; /* run: its own namespace mount stays visible */
+    char runsc_id[96];      /* the id as runsc knows it (runsc_id()) */
+    const char *log_path;   /* --log */
+    const char *debug_log;  /* run: --debug-log (a directory, per process) */
     int64_t timeout_ms;
     size_t max_output;
     /* results */
@@ -160,8 +161,7 @@ static int run_cmd(cmd *c, ink_err *err)
 {
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1};
     if ((c->stdout_fd < 0 && pipe2(outp, O_CLOEXEC) < 0) ||
-        (c->stderr_fd < 0 && pipe2(errp, O_CLOEXEC) < 0) ||
-        (c->input && pipe2(inp, O_CLOEXEC) < 0))
+        (c->stderr_fd < 0 && pipe2(errp, O_CLOEXEC) < 0) || (c->input && pipe2(inp, O_CLOEXEC) < 0))
         return ink_err_set(err, errno, "pipe");
     c->out = ink_xstrdup("");
     c->errout = ink_xstrdup("");
@@ -294,6 +294,18 @@ static int check_exit(cmd *c, const char *what, const char *id, ink_err *err)
                        msg[0] ? msg : "no message");
 }
 
+/* runsc (this version) resolves an id by prefix before looking for an
+ * exact match: with "web" and "web2" both there, "web" is ambiguous. The
+ * sandbox of workload <id> is "<id>.ink" — ids never hold a '.', so no
+ * such name is a prefix of another. */
+#define RUNSC_ID_SUFFIX ".ink"
+
+static const char *runsc_id(cmd *c, const char *id)
+{
+    snprintf(c->runsc_id, sizeof c->runsc_id, "%s%s", id, RUNSC_ID_SUFFIX);
+    return c->runsc_id;
+}
+
 static cmd new_cmd(const ink_runsc *r)
 {
     cmd c = {.r = r, .stdout_fd = -1, .stderr_fd = -1, .timeout_ms = r->timeout_ms};
@@ -325,7 +337,7 @@ int ink_runsc_run(const ink_runsc *r, const char *id, const char *bundle, int st
     c.args[c.nargs++] = "--detach";
     c.args[c.nargs++] = "--bundle";
     c.args[c.nargs++] = bundle;
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     c.stdout_fd = stdout_fd;
     c.stderr_fd = stderr_fd;
     c.netns_trick = r->network == INK_RUNSC_NET_SANDBOX;
@@ -355,7 +367,7 @@ int ink_runsc_state(const ink_runsc *r, const char *id, ink_sandbox_state *st, i
     *st = (ink_sandbox_state){0};
     cmd c = new_cmd(r);
     c.args[c.nargs++] = "state";
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     int rc = run_cmd(&c, err);
     if (rc == 0 && !c.timed_out && WIFEXITED(c.status) && WEXITSTATUS(c.status) != 0 &&
         no_such_sandbox(&c)) {
@@ -392,7 +404,7 @@ int ink_runsc_kill(const ink_runsc *r, const char *id, int signo, bool all, ink_
     c.args[c.nargs++] = "kill";
     if (all)
         c.args[c.nargs++] = "--all";
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     c.args[c.nargs++] = sig;
     int rc = run_cmd(&c, err);
     if (rc == 0)
@@ -440,7 +452,7 @@ int ink_runsc_delete(const ink_runsc *r, const char *id, bool force, ink_err *er
     c.args[c.nargs++] = "delete";
     if (force)
         c.args[c.nargs++] = "--force";
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     int rc = run_cmd(&c, err);
     if (rc == 0 && !(WIFEXITED(c.status) && WEXITSTATUS(c.status) != 0 && no_such_sandbox(&c)))
         rc = check_exit(&c, "delete", id, err);
@@ -488,7 +500,7 @@ int ink_runsc_stats(const ink_runsc *r, const char *id, ink_sandbox_stats *st, i
     cmd c = new_cmd(r);
     c.args[c.nargs++] = "events";
     c.args[c.nargs++] = "--stats";
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     int rc = run_cmd(&c, err);
     if (rc == 0)
         rc = check_exit(&c, "events --stats", id, err);
@@ -526,7 +538,7 @@ int ink_runsc_exec_input(const ink_runsc *r, const char *id, char *const argv[],
         return ink_err_set(err, 0, "exec: empty command");
     cmd c = new_cmd(r);
     c.args[c.nargs++] = "exec";
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     c.extra = argv;
     c.input = input;
     c.input_len = input ? input_len : 0;
@@ -565,7 +577,7 @@ int ink_runsc_wait_start(const ink_runsc *r, const char *id, ink_runsc_waiter *w
         return ink_err_set(err, errno, "pipe");
     cmd c = new_cmd(r);
     c.args[c.nargs++] = "wait";
-    c.args[c.nargs++] = id;
+    c.args[c.nargs++] = runsc_id(&c, id);
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -609,8 +621,8 @@ int ink_runsc_wait_collect(ink_runsc_waiter *w, int *exit_status)
     w->out[w->len] = '\0';
     json_t *j = json_loads(w->out, JSON_DISABLE_EOF_CHECK, NULL);
     json_t *es = json_object_get(j, "exitStatus");
-    *exit_status = es && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? (int)json_integer_value(es)
-                                                                       : -1;
+    *exit_status =
+        es && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? (int)json_integer_value(es) : -1;
     json_decref(j);
     *w = (ink_runsc_waiter){.pid = -1, .fd = -1};
     return 1;
@@ -648,8 +660,9 @@ int ink_runsc_list(const ink_runsc *r, char ***ids, size_t *n, ink_err *err)
             json_array_foreach(j, i, v)
             {
                 const char *id = json_string_value(json_object_get(v, "id"));
-                if (id)
-                    (*ids)[(*n)++] = ink_xstrdup(id);
+                size_t len = id ? strlen(id) : 0, slen = strlen(RUNSC_ID_SUFFIX);
+                if (len > slen && strcmp(id + len - slen, RUNSC_ID_SUFFIX) == 0)
+                    (*ids)[(*n)++] = ink_xasprintf("%.*s", (int)(len - slen), id);
             }
         }
         json_decref(j);

@@ -98,8 +98,8 @@ void ink_runsc_wait_cancel(ink_runsc_waiter *w);
  * 128+signal), or -1 when it did not. Read it before delete. */
 int ink_runsc_exit_status(const ink_runsc *r, const char *id);
 
-/* The ids of every sandbox under the root (caller frees each and the
- * array). */
+/* The ids of every Ink sandbox under the root (caller frees each and the
+ * array). Sandboxes are named "<id>.ink" in runsc (see runsc.c). */
 int ink_runsc_list(const ink_runsc *r, char ***ids, size_t *n, ink_err *err);
 
 const char *ink_sandbox_status_name(ink_sandbox_status s);

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds the test images into one OCI image layout, without Docker:
 #
-#   build_test_images.sh LAYOUT_DIR
+#   build_test_images.sh LAYOUT_DIR [--big]
 #
 # tags in LAYOUT_DIR (push them with skopeo copy oci:LAYOUT_DIR:TAG ...):
 #   busybox   ~5 MB: busybox-static with sh/httpd links, a 4 MiB random
@@ -14,11 +14,23 @@
 #   multi     an OCI image index: busybox as linux/amd64 + arm64 as
 #             linux/arm64/v8 (push with skopeo copy --all)
 #   noamd     an OCI image index with only linux/arm64/v8
+#   big       only with --big (bench/agent_bench.sh): ~50 MB, one layer
+#             holding the busybox files + a 45 MiB random /www/big.bin;
+#             same config as busybox (httpd on port 80 serving /www)
 #
 # Prints "TAG DIGEST" for every tag on stdout.
 set -euo pipefail
 
-OUT=${1:?usage: build_test_images.sh LAYOUT_DIR}
+OUT=${1:?usage: build_test_images.sh LAYOUT_DIR [--big]}
+BIG=0
+case ${2:-} in
+'') ;;
+--big) BIG=1 ;;
+*)
+	echo "usage: build_test_images.sh LAYOUT_DIR [--big]" >&2
+	exit 2
+	;;
+esac
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 for tool in umoci sha256sum "$BUSYBOX"; do
 	command -v "$tool" >/dev/null || {
@@ -71,6 +83,22 @@ umoci repack --image "$OUT:layered" "$WORK/b3"
 # --- arm64: same files, another platform ---------------------------------
 umoci config --image "$OUT:busybox" --tag arm64 --architecture arm64 --os linux
 
+# --- big: busybox's files + 45 MiB of random data, in one layer of its own -----
+# Its own layer, so a pull of it is cold even where busybox is cached.
+if [ "$BIG" = 1 ]; then
+	umoci new --image "$OUT:big"
+	"${UNPACK[@]}" --image "$OUT:big" "$WORK/b4" >/dev/null
+	cp -a "$WORK/b1/rootfs/." "$WORK/b4/rootfs/"
+	head -c $((45 << 20)) /dev/urandom >"$WORK/b4/rootfs/www/big.bin"
+	umoci repack --image "$OUT:big" "$WORK/b4"
+	umoci config --image "$OUT:big" --os linux --architecture amd64 \
+		--config.entrypoint /bin/httpd \
+		--config.cmd -f --config.cmd -v --config.cmd -p --config.cmd 80 --config.cmd -h \
+		--config.cmd /www \
+		--config.env PATH=/bin --config.env GREETING=hello \
+		--config.workingdir /www --config.exposedports 80/tcp
+fi
+
 # --- indexes, written by hand ----------------------------------------------
 # manifest_desc TAG -> the descriptor index.json holds for TAG
 manifest_desc() {
@@ -107,7 +135,9 @@ entry() { # entry TAG ARCH [VARIANT]
 add_index multi "$(entry busybox amd64)" "$(entry arm64 arm64 v8)"
 add_index noamd "$(entry arm64 arm64 v8)"
 
-for tag in busybox layered arm64 multi noamd; do
+TAGS=(busybox layered arm64 multi noamd)
+[ "$BIG" = 0 ] || TAGS+=(big)
+for tag in "${TAGS[@]}"; do
 	echo "$tag $(sed 's/},{/}\n{/g' "$OUT/index.json" |
 		grep "\"org.opencontainers.image.ref.name\":\"$tag\"" |
 		sed -n 's/.*"digest":"\([^"]*\)".*/\1/p')"

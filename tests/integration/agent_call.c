@@ -6,10 +6,10 @@
  *   agent_call TARGET TLS_DIR metrics [ID]
  *
  * TLS_DIR holds ca.crt and the coordinator's ink-coordinator.{crt,key}
- * ("-" for plaintext); AGENT_NAME is the node id its certificate names. logs prints "<unix_ms> <o|e|s> <line>"; exec prints
- * the command's stdout and stderr on its own and exits with its exit code
- * (124 on timeout); metrics prints "ID key=value ..." per workload. gRPC
- * errors print "error: CODE: message" and exit 100. */
+ * ("-" for plaintext); AGENT_NAME is the node id its certificate names. logs prints "<unix_ms>
+ * <o|e|s> <line>"; exec prints the command's stdout and stderr on its own and exits with its exit
+ * code (124 on timeout); metrics prints "ID key=value ..." per workload. gRPC errors print "error:
+ * CODE: message" and exit 100. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +34,9 @@ static int do_logs(ink_rpc_client *c, int argc, char **argv)
     int follow_s = argc > 3 ? atoi(argv[3]) : 0;
     req.follow = follow_s > 0;
     ink_rpc_status st = {0};
-    ink_rpc_stream *s =
-        ink_rpc_stream_open(c, "/ink.v1.AgentService/GetLogs", &req.base,
-                            &ink__v1__log_entry__descriptor, follow_s ? follow_s * 1000 : 10000, &st);
+    ink_rpc_stream *s = ink_rpc_stream_open(c, "/ink.v1.AgentService/GetLogs", &req.base,
+                                            &ink__v1__log_entry__descriptor,
+                                            follow_s ? follow_s * 1000 : 10000, &st);
     if (!s)
         return rpc_failed(&st);
     ProtobufCMessage *m;

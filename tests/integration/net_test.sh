@@ -11,6 +11,7 @@
 # routes or sysctls, workloads have no route to the real uplink, and the
 # namespace mounts live under /run/ink-test-PID, never /run/ink.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/node_lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "needs root (network namespaces, veth pairs)"
 [ -x /bin/busybox ] || fail "busybox not installed"
@@ -28,15 +29,7 @@ net_cleanup() {
 	local rc=$?
 	set +e
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-	if [ -d "$NSDIR" ]; then
-		for f in "$NSDIR"/*; do
-			[ -e "$f" ] || continue
-			while umount -l "$f" 2>/dev/null; do :; done
-			rm -f "$f"
-		done
-		# Racing first setups may each have bind-mounted the directory.
-		while umount -l "$NSDIR" 2>/dev/null; do :; done
-	fi
+	netns_mounts_cleanup "$NSDIR"
 	rm -rf "$RUNDIR"
 	# Deleting the node namespace deletes the host ends of the veth pairs,
 	# and with them the workload ends.
@@ -46,7 +39,7 @@ net_cleanup() {
 }
 trap net_cleanup EXIT
 
-in_node() { nsenter --net="/run/netns/$NODE" "$@"; }
+IN=(nsenter --net="/run/netns/$NODE")
 in_wl() {
 	local id=$1
 	shift

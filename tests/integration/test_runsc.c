@@ -3,6 +3,7 @@
  * netstack start-up path. A cmocka program run by CTest (label
  * integration); it fails with the reason when not root or runsc is absent. */
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -200,6 +201,48 @@ static void test_errors(void **state)
     assert_int_equal(ink_runsc_run(&f->r, "Bad Id", f->bundle, f->log_fd, f->log_fd, &err), -1);
 }
 
+/* How the agent learns why a sandbox ended: the waiter wakes up, and the
+ * sandbox's own log holds the exit status even when runsc wait lost it
+ * (an app that exits at once), or the signal that killed it. */
+static void test_exit_status(void **state)
+{
+    fixture *f = *state;
+    ink_err err = {0};
+    const char *apps[] = {"echo bye; exit 3", "sleep 1; exit 4", "sleep 1; kill -9 $$"};
+    const int want[] = {3, 4, 128 + 9};
+    for (size_t i = 0; i < 3; i++) {
+        write_bundle(f, apps[i]);
+        if (ink_runsc_run(&f->r, f->id, f->bundle, f->log_fd, f->log_fd, &err) < 0)
+            fail_msg("%s", err.msg);
+        ink_runsc_waiter w;
+        assert_int_equal(ink_runsc_wait_start(&f->r, f->id, &w, &err), 0);
+        struct pollfd p = {.fd = w.fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 30000), 1);
+        int code = -2;
+        while (ink_runsc_wait_collect(&w, &code) == 0)
+            usleep(10000);
+        assert_true(code == want[i] || code == -1); /* runsc wait may lose it */
+        assert_int_equal(ink_runsc_exit_status(&f->r, f->id), want[i]);
+        assert_int_equal(ink_runsc_delete(&f->r, f->id, true, &err), 0);
+        assert_int_equal(ink_runsc_exit_status(&f->r, f->id), -1);
+    }
+    /* A waiter can be cancelled without touching the sandbox. */
+    write_bundle(f, "sleep 30");
+    assert_int_equal(ink_runsc_run(&f->r, f->id, f->bundle, f->log_fd, f->log_fd, &err), 0);
+    ink_runsc_waiter w;
+    assert_int_equal(ink_runsc_wait_start(&f->r, f->id, &w, &err), 0);
+    ink_runsc_wait_cancel(&w);
+    assert_int_equal(w.pid, -1);
+    assert_int_equal(status_of(f), INK_SANDBOX_RUNNING);
+    char **ids;
+    size_t n;
+    assert_int_equal(ink_runsc_list(&f->r, &ids, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], f->id);
+    free(ids[0]);
+    free(ids);
+}
+
 static void test_netstack_starts(void **state)
 {
     fixture *f = *state;
@@ -225,6 +268,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_escalates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exit_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_netstack_starts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

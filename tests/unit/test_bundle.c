@@ -64,7 +64,8 @@ static ink_image_config image(void)
 static json_t *render(fixture *f, const Ink__V1__Assignment *a, const ink_image_config *img,
                       const char *netns)
 {
-    ink_bundle_spec spec = {.assignment = a, .image = img, .rootfs = f->rootfs, .netns_path = netns};
+    ink_bundle_spec spec = {
+        .assignment = a, .image = img, .rootfs = f->rootfs, .netns_path = netns};
     char *text = NULL;
     ink_err err = {0};
     if (ink_bundle_config(&spec, &text, &err) < 0)

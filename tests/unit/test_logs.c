@@ -1,6 +1,7 @@
 /* Unit tests for node-agent/runtime/logs.c: FIFO capture, timestamps,
  * rotation, tail/since reads, and logs surviving an agent restart. */
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -172,6 +173,35 @@ static void test_survives_agent_restart(void **state)
     close_sink(&o);
 }
 
+/* Followers see each line as it is written; and once the sandbox has
+ * closed its ends, the read ends do not report hang-up (a poll loop on
+ * them would spin). */
+static void test_listener_and_no_hangup(void **state)
+{
+    fixture *f = *state;
+    opened_sink o = open_sink(f->dir, NULL);
+    collected live = {0};
+    ink_log_sink_set_listener(o.sink, collect, &live);
+    put(o.out, "one\n");
+    put(o.err, "two\n");
+    ink_err err = {0};
+    ink_log_sink_pump(o.sink, &err);
+    assert_int_equal(ink_log_sink_system(o.sink, "three", &err), 0);
+    assert_int_equal(live.n, 3);
+    assert_string_equal(live.lines[0], "one");
+    assert_int_equal(live.streams[1], 'e');
+    assert_int_equal(live.streams[2], 's');
+    close(o.out);
+    close(o.err);
+    o.out = o.err = -1;
+    int fds[2];
+    ink_log_sink_read_fds(o.sink, fds);
+    struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+    assert_int_equal(poll(p, 2, 50), 0);
+    ink_log_sink_set_listener(o.sink, NULL, NULL);
+    ink_log_sink_close(o.sink);
+}
+
 static void test_not_a_fifo(void **state)
 {
     fixture *f = *state;
@@ -193,6 +223,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_line_split, test_scratch_setup,
                                         test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_survives_agent_restart, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_listener_and_no_hangup, test_scratch_setup,
                                         test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_not_a_fifo, test_scratch_setup, test_scratch_teardown),
     };

@@ -263,12 +263,16 @@ static void agent_start(fixture *f, agent_fixture *af)
     memset(&af->cfg, 0, sizeof af->cfg);
     assert_int_equal(ink_config_defaults(ink_agent_options, &af->cfg, &err), 0);
     snprintf(af->state_dir, sizeof af->state_dir, "%s/agent", f->pki.dir);
+    char runsc_root[256], netns_dir[256];
+    snprintf(runsc_root, sizeof runsc_root, "%s/runsc", af->state_dir);
+    snprintf(netns_dir, sizeof netns_dir, "%s/netns", af->state_dir);
     const char *set[][2] = {
         {"coordinator", f->listen},   {"node_id", "n1"},
         {"listen", "127.0.0.1:0"},    {"state_dir", af->state_dir},
         {"tls_ca", f->pki.ca},        {"tls_cert", f->pki.node_crt},
         {"tls_key", f->pki.node_key}, {"reconnect_initial", "50ms"},
         {"reconnect_max", "300ms"},   {"runsc", "/nonexistent/runsc"},
+        {"runsc_root", runsc_root},   {"netns_dir", netns_dir},
     };
     for (size_t i = 0; i < INK_ARRAY_LEN(set); i++)
         assert_int_equal(ink_config_set(ink_agent_options, &af->cfg, set[i][0], set[i][1], &err),

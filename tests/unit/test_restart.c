@@ -49,6 +49,10 @@ static void test_stable_run_resets(void **state)
 
 static void test_reasons(void **state)
 {
+    ink_restart unknown = {0};
+    ink_restart_started(&unknown, 1000);
+    ink_restart_exited(&unknown, -1, false, 2000);
+    assert_string_equal(unknown.reason, "ended (exit status unknown)");
     (void)state;
     ink_restart r = {0};
     ink_restart_started(&r, 0);

@@ -150,9 +150,11 @@ static void write_layer(const char *path, const char *filter, const tent *ents, 
     archive_write_free(a);
 }
 
-/* A gzip layer holding one file of size zero bytes: it compresses about
- * a thousandfold. */
-static void write_zeros_layer(const char *path, const char *name, size_t size)
+/* A gzip layer holding one regular file of the given size; fill writes
+ * its data. */
+static void write_one_file_layer(const char *path, const char *name, int64_t size,
+                                 void (*fill)(struct archive *a, struct archive_entry *e,
+                                              int64_t size))
 {
     struct archive *a = archive_write_new();
     assert_non_null(a);
@@ -164,37 +166,43 @@ static void write_zeros_layer(const char *path, const char *name, size_t size)
     archive_entry_set_filetype(e, AE_IFREG);
     archive_entry_set_perm(e, 0644);
     archive_entry_set_size(e, (la_int64_t)size);
-    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
-    static const char zeros[64 * 1024];
-    for (size_t done = 0; done < size; done += sizeof zeros) {
-        size_t n = size - done < sizeof zeros ? size - done : sizeof zeros;
-        assert_int_equal(archive_write_data(a, zeros, n), (la_ssize_t)n);
-    }
+    fill(a, e, size);
     archive_entry_free(e);
     assert_int_equal(archive_write_close(a), ARCHIVE_OK);
     archive_write_free(a);
+}
+
+static void fill_zeros(struct archive *a, struct archive_entry *e, int64_t size)
+{
+    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    static const char zeros[64 * 1024];
+    for (int64_t done = 0; done < size; done += (int64_t)sizeof zeros) {
+        size_t n = size - done < (int64_t)sizeof zeros ? (size_t)(size - done) : sizeof zeros;
+        assert_int_equal(archive_write_data(a, zeros, n), (la_ssize_t)n);
+    }
+}
+
+/* 4 bytes of data, the rest a hole. */
+static void fill_sparse(struct archive *a, struct archive_entry *e, int64_t size)
+{
+    (void)size;
+    archive_entry_sparse_add_entry(e, 0, 4);
+    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    assert_int_equal(archive_write_data(a, "data", 4), 4);
+}
+
+/* A gzip layer holding one file of size zero bytes: it compresses about
+ * a thousandfold. */
+static void write_zeros_layer(const char *path, const char *name, size_t size)
+{
+    write_one_file_layer(path, name, (int64_t)size, fill_zeros);
 }
 
 /* A layer holding one sparse file of the given size with 4 bytes of data:
  * a few hundred bytes of layer. */
 static void write_sparse_layer(const char *path, const char *name, int64_t size)
 {
-    struct archive *a = archive_write_new();
-    assert_non_null(a);
-    assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
-    assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
-    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
-    struct archive_entry *e = archive_entry_new();
-    archive_entry_set_pathname(e, name);
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_entry_set_size(e, size);
-    archive_entry_sparse_add_entry(e, 0, 4);
-    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
-    assert_int_equal(archive_write_data(a, "data", 4), 4);
-    archive_entry_free(e);
-    assert_int_equal(archive_write_close(a), ARCHIVE_OK);
-    archive_write_free(a);
+    write_one_file_layer(path, name, size, fill_sparse);
 }
 
 /* Writes the entries as the fixture's next gzip layer and unpacks it. */
