@@ -130,7 +130,8 @@ int ink_read_fd(int fd, const char *path, size_t max, char **out, size_t *len, i
     buf[n] = '\0';
     if (len)
         *len = n;
-    *out = INK_STEAL(buf);
+    *out = buf;
+    buf = NULL;
     return 0;
 }
 

@@ -99,6 +99,19 @@ static void add_id(char ***ids, size_t *n, const char *id)
         add_string(ids, n, id);
 }
 
+static bool dir_is_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return true;
+    struct dirent *e;
+    bool empty = true;
+    while (empty && (e = readdir(d)))
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
 /* Everything of a workload found on the node: its directory, its sandbox,
  * its address. What is not wanted gets a loop that removes it. */
 static void adopt_orphans(ink_supervisor *s)
@@ -116,7 +129,9 @@ static void adopt_orphans(ink_supervisor *s)
     ink_err err = {0};
     char **sandboxes = NULL;
     size_t nsandboxes = 0;
-    if (ink_runsc_list(&s->runsc, &sandboxes, &nsandboxes, &err) < 0)
+    /* An empty runsc root has no sandboxes: no need to ask runsc. */
+    if (!dir_is_empty(s->cfg.runsc_root) &&
+        ink_runsc_list(&s->runsc, &sandboxes, &nsandboxes, &err) < 0)
         LOG_WARN("listing sandboxes failed", "error", err.msg);
     for (size_t i = 0; i < nsandboxes; i++) {
         add_id(&ids, &n, sandboxes[i]);

@@ -37,8 +37,12 @@ typedef struct cmd {
     bool netns_trick;       /* run: private mount ns with tmpfs on /proc/sys/net */
     const char *sandbox_id; /* run: its own namespace mount stays visible */
     char runsc_id[96];      /* the id as runsc knows it (runsc_id()) */
-    const char *log_path;   /* --log */
-    const char *debug_log;  /* run: --debug-log (a directory, per process) */
+    /* Built before fork (prepare_exec): the child only makes system calls. */
+    const char *argv[64];
+    char root_flag[4096], network_flag[32], log_flag[4096], debug_log_flag[4096];
+    char keep_netns[4096];
+    const char *log_path;  /* --log */
+    const char *debug_log; /* run: --debug-log (a directory, per process) */
     int64_t timeout_ms;
     size_t max_output;
     /* results */
@@ -53,10 +57,8 @@ typedef struct cmd {
  * those namespaces for as long as this sandbox lives, long after their own
  * workloads are gone. Runs between fork and exec, so it only uses read(),
  * umount2() and stack buffers. */
-static void detach_other_netns(const char *netns_dir, const char *keep)
+static void detach_other_netns(const char *netns_dir, const char *keep_path)
 {
-    char keep_path[4096];
-    snprintf(keep_path, sizeof keep_path, "%s/%s", netns_dir, keep);
     size_t dlen = strlen(netns_dir);
     int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -92,6 +94,46 @@ static void detach_other_netns(const char *netns_dir, const char *keep)
     }
 }
 
+/* The command line, in the parent: formatting is not safe between fork
+ * and exec in a multi-threaded process. */
+static void prepare_exec(cmd *c)
+{
+    size_t n = 0;
+    c->argv[n++] = c->r->binary;
+    snprintf(c->root_flag, sizeof c->root_flag, "--root=%s", c->r->root);
+    c->argv[n++] = c->root_flag;
+    static const char *nets[] = {"none", "sandbox", "host"};
+    snprintf(c->network_flag, sizeof c->network_flag, "--network=%s", nets[c->r->network]);
+    c->argv[n++] = c->network_flag;
+    if (c->log_path) {
+        snprintf(c->log_flag, sizeof c->log_flag, "--log=%s", c->log_path);
+        c->argv[n++] = c->log_flag;
+        c->argv[n++] = "--log-format=json";
+    }
+    if (c->debug_log) {
+        snprintf(c->debug_log_flag, sizeof c->debug_log_flag, "--debug-log=%s/", c->debug_log);
+        c->argv[n++] = c->debug_log_flag;
+    }
+    for (size_t i = 0; i < c->nargs; i++)
+        c->argv[n++] = c->args[i];
+    for (size_t i = 0; c->extra && c->extra[i] && n < INK_ARRAY_LEN(c->argv) - 1; i++)
+        c->argv[n++] = c->extra[i];
+    c->argv[n] = NULL;
+    if (c->r->netns_dir && c->sandbox_id)
+        snprintf(c->keep_netns, sizeof c->keep_netns, "%s/%s", c->r->netns_dir, c->sandbox_id);
+}
+
+static void child_fail(int fd, const char *what)
+{
+    static const char prefix[] = "ink: ";
+    ssize_t r = write(fd, prefix, sizeof prefix - 1);
+    r = write(fd, what, strlen(what));
+    r = write(fd, " failed\n", 8);
+    (void)r;
+    _exit(127);
+}
+
+/* Between fork and exec: system calls only. */
 static void child_exec(cmd *c, int out_fd, int err_fd, int in_fd)
 {
     if (c->netns_trick) {
@@ -99,12 +141,10 @@ static void child_exec(cmd *c, int out_fd, int err_fd, int in_fd)
          * exists in the namespace it sees (see shared notes): hide it in a
          * private mount namespace that only this runsc and its sandbox use. */
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            mount("tmpfs", "/proc/sys/net", "tmpfs", MS_NOSUID | MS_NODEV, NULL) < 0) {
-            dprintf(err_fd, "ink: preparing the mount namespace for runsc: %s\n", strerror(errno));
-            _exit(127);
-        }
-        if (c->r->netns_dir && c->sandbox_id)
-            detach_other_netns(c->r->netns_dir, c->sandbox_id);
+            mount("tmpfs", "/proc/sys/net", "tmpfs", MS_NOSUID | MS_NODEV, NULL) < 0)
+            child_fail(err_fd, "preparing the mount namespace for runsc");
+        if (c->keep_netns[0])
+            detach_other_netns(c->r->netns_dir, c->keep_netns);
     }
     int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (in >= 0)
@@ -114,32 +154,8 @@ static void child_exec(cmd *c, int out_fd, int err_fd, int in_fd)
     /* Nothing of the agent's leaks into the sandbox. */
     for (int fd = 3; fd < 1024; fd++)
         close(fd);
-    const char *argv[64];
-    size_t n = 0;
-    argv[n++] = c->r->binary;
-    char root[4096], network[64], log[4096], debug_log[4096];
-    snprintf(root, sizeof root, "--root=%s", c->r->root);
-    argv[n++] = root;
-    static const char *nets[] = {"none", "sandbox", "host"};
-    snprintf(network, sizeof network, "--network=%s", nets[c->r->network]);
-    argv[n++] = network;
-    if (c->log_path) {
-        snprintf(log, sizeof log, "--log=%s", c->log_path);
-        argv[n++] = log;
-        argv[n++] = "--log-format=json";
-    }
-    if (c->debug_log) {
-        snprintf(debug_log, sizeof debug_log, "--debug-log=%s/", c->debug_log);
-        argv[n++] = debug_log;
-    }
-    for (size_t i = 0; i < c->nargs; i++)
-        argv[n++] = c->args[i];
-    for (size_t i = 0; c->extra && c->extra[i] && n < INK_ARRAY_LEN(argv) - 1; i++)
-        argv[n++] = c->extra[i];
-    argv[n] = NULL;
-    execvp(c->r->binary, (char *const *)argv);
-    dprintf(STDERR_FILENO, "ink: exec %s: %s\n", c->r->binary, strerror(errno));
-    _exit(127);
+    execvp(c->r->binary, (char *const *)c->argv);
+    child_fail(STDERR_FILENO, "exec runsc");
 }
 
 static void append(char **buf, size_t *len, const char *data, size_t n, size_t max, bool *cut)
@@ -165,6 +181,7 @@ static int run_cmd(cmd *c, ink_err *err)
         return ink_err_set(err, errno, "pipe");
     c->out = ink_xstrdup("");
     c->errout = ink_xstrdup("");
+    prepare_exec(c);
     pid_t pid = fork();
     if (pid < 0)
         return ink_err_set(err, errno, "fork");
@@ -578,17 +595,21 @@ int ink_runsc_wait_start(const ink_runsc *r, const char *id, ink_runsc_waiter *w
     cmd c = new_cmd(r);
     c.args[c.nargs++] = "wait";
     c.args[c.nargs++] = runsc_id(&c, id);
+    prepare_exec(&c);
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
         close(p[0]);
         close(p[1]);
+        if (devnull >= 0)
+            close(devnull);
         return ink_err_set(err, e, "fork");
     }
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (pid == 0)
         child_exec(&c, p[1], devnull >= 0 ? devnull : p[1], -1);
-    }
+    if (devnull >= 0)
+        close(devnull);
     close(p[1]);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     w->pid = pid;
