@@ -76,8 +76,10 @@ static int do_exec(ink_rpc_client *c, int argc, char **argv)
                       &ink__v1__exec_response__descriptor, &resp, 700000, &st) < 0)
         return rpc_failed(&st);
     Ink__V1__ExecResponse *r = (Ink__V1__ExecResponse *)resp;
-    fwrite(r->stdout.data, 1, r->stdout.len, stdout);
-    fwrite(r->stderr.data, 1, r->stderr.len, stderr);
+    if (r->stdout.len)
+        fwrite(r->stdout.data, 1, r->stdout.len, stdout);
+    if (r->stderr.len)
+        fwrite(r->stderr.data, 1, r->stderr.len, stderr);
     int code = r->timed_out ? 124 : r->exit_code;
     protobuf_c_message_free_unpacked(resp, NULL);
     return code;

@@ -266,10 +266,14 @@ ok "new generation replaced the sandbox and serves"
 # --- removal leaves nothing behind ---------------------------------------------------
 rm_wl "$WEB"
 rm_wl "$ENVW"
-gone() { [ -z "$(wl state "$WEB")$(wl state "$ENVW")" ]; }
-wait_until 60 "workloads removed" gone
+# workload ls drops a workload as soon as it is deleted; the agent says
+# when it has removed everything.
+removed() { grep -q "msg=\"workload removed\" workload=$1\$" "$T/agent.log"; }
+wait_until 60 "$WEB removed by the agent" removed "$WEB"
+wait_until 60 "$ENVW removed by the agent" removed "$ENVW"
 no_sandboxes() { [ -z "$(runsc --root "$RUNSC_ROOT" list -quiet)" ]; }
-wait_until 30 "sandboxes deleted" no_sandboxes
+no_sandboxes || fail "sandboxes left: $(runsc --root "$RUNSC_ROOT" list -quiet)"
+[ -z "$(wl state "$WEB")$(wl state "$ENVW")" ] || fail "workload ls still lists them"
 [ -z "$(ls "$NSDIR")" ] || fail "namespace mounts left: $(ls "$NSDIR")"
 [ "$(in_node ip -o link show | grep -c ': ink')" = 0 ] || fail "veths left"
 ! ls -d /sys/fs/cgroup/*/ink/"$P"-* >/dev/null 2>&1 || fail "cgroups left"
