@@ -59,12 +59,16 @@ echo '<h1>ink test image</h1>' >"$R/www/index.html"
 head -c $((4 << 20)) /dev/urandom >"$R/www/blob.bin"
 echo 'root:x:0:0:root:/:/bin/sh' >"$R/etc/passwd"
 umoci repack --image "$OUT:busybox" "$WORK/b1"
-umoci config --image "$OUT:busybox" --os linux --architecture amd64 \
-	--config.entrypoint /bin/httpd \
-	--config.cmd -f --config.cmd -v --config.cmd -p --config.cmd 80 --config.cmd -h \
-	--config.cmd /www \
-	--config.env PATH=/bin --config.env GREETING=hello \
-	--config.workingdir /www --config.exposedports 80/tcp
+# httpd_config TAG: busybox httpd serving /www on port 80
+httpd_config() {
+	umoci config --image "$OUT:$1" --os linux --architecture amd64 \
+		--config.entrypoint /bin/httpd \
+		--config.cmd -f --config.cmd -v --config.cmd -p --config.cmd 80 --config.cmd -h \
+		--config.cmd /www \
+		--config.env PATH=/bin --config.env GREETING=hello \
+		--config.workingdir /www --config.exposedports 80/tcp
+}
+httpd_config busybox
 
 # --- layered: + files, then a whiteout ----------------------------------
 "${UNPACK[@]}" --image "$OUT:busybox" "$WORK/b2" >/dev/null
@@ -91,12 +95,7 @@ if [ "$BIG" = 1 ]; then
 	cp -a "$WORK/b1/rootfs/." "$WORK/b4/rootfs/"
 	head -c $((45 << 20)) /dev/urandom >"$WORK/b4/rootfs/www/big.bin"
 	umoci repack --image "$OUT:big" "$WORK/b4"
-	umoci config --image "$OUT:big" --os linux --architecture amd64 \
-		--config.entrypoint /bin/httpd \
-		--config.cmd -f --config.cmd -v --config.cmd -p --config.cmd 80 --config.cmd -h \
-		--config.cmd /www \
-		--config.env PATH=/bin --config.env GREETING=hello \
-		--config.workingdir /www --config.exposedports 80/tcp
+	httpd_config big
 fi
 
 # --- indexes, written by hand ----------------------------------------------

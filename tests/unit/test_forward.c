@@ -530,17 +530,25 @@ static void test_target_down(void **state)
     assert_int_equal(stats_of(fx, "down").connections_total, 1);
 }
 
+/* A listening socket on 127.0.0.1, port chosen by the kernel (in *sa). */
+static int loopback_listener(int backlog, struct sockaddr_in *sa)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    *sa = loopback("127.0.0.1", 0);
+    socklen_t len = sizeof *sa;
+    assert_int_equal(bind(lfd, (struct sockaddr *)sa, sizeof *sa), 0);
+    assert_int_equal(listen(lfd, backlog), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)sa, &len), 0);
+    return lfd;
+}
+
 static void test_connect_timeout(void **state)
 {
     fixture *fx = *state;
     /* A listener whose accept queue is full drops SYNs, so connecting to it
      * hangs: fill a backlog of 0 until a connect no longer completes. */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = loopback("127.0.0.1", 0);
-    socklen_t len = sizeof sa;
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(lfd, 0), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    struct sockaddr_in sa;
+    int lfd = loopback_listener(0, &sa);
     int fillers[8], nfill = 0;
     bool hung = false;
     while (!hung && nfill < 8) {
@@ -636,12 +644,8 @@ static void test_republish(void **state)
 static void test_port_in_use(void **state)
 {
     fixture *fx = *state;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = loopback("127.0.0.1", 0);
-    socklen_t len = sizeof sa;
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(lfd, 1), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    struct sockaddr_in sa;
+    int lfd = loopback_listener(1, &sa);
     uint16_t busy = ntohs(sa.sin_port);
     struct sockaddr_in t = loopback("127.0.0.1", unused_port());
     char addr[32];
