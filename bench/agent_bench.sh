@@ -138,7 +138,7 @@ running_count() { # running_count PREFIX
 # The agent removed ID: its log says so and runsc no longer lists it.
 removed() {
 	has_line "$ALOG" "workload removed" "$1" &&
-		! runsc --root "$RUNSC_ROOT" list -quiet 2>/dev/null | grep -qx "$1.ink"
+		! runsc --root "$RUNSC_ROOT" list -quiet 2>/dev/null | has -x "$1.ink"
 }
 rm_and_wait() {
 	local id

@@ -74,7 +74,7 @@ start_agent() {
 start_coordinator
 wait_until 10 "coordinator started" grep -q 'msg="coordinator started"' "$T/coordinator.log"
 start_agent
-node_ready() { "${C[@]}" nodes | grep -q '^node-e2e  *ready'; }
+node_ready() { "${C[@]}" nodes | has '^node-e2e  *ready'; }
 wait_until 20 "node registered" node_ready
 ok "coordinator and agent up in the node namespace"
 
@@ -83,12 +83,12 @@ rm_wl() { "${C[@]}" workload rm node-e2e "$1" >/dev/null; }
 # wl FIELD ID: a field of the workload's reported status
 wl() { "${C[@]}" workload ls node-e2e --json | jq -r ".[] | select(.workload_id == \"$2\") | .$1"; }
 state_is() { [ "$(wl state "$2")" = "$1" ]; }
-reason_has() { wl reason "$1" | grep -q -- "$2"; }
+reason_has() { wl reason "$1" | has -- "$2"; }
 restarts_at_least() { [ "$(wl restarts "$1")" -ge "$2" ] 2>/dev/null; }
 # gen_state ID: "<reported generation> <state>"
 gen_state() { echo "$(wl reported_generation "$1") $(wl state "$1")"; }
 gen_state_is() { [ "$(gen_state "$1")" = "$2" ]; }
-logs_have() { call logs "$1" 500 | grep -q -- "$2"; }
+logs_have() { call logs "$1" 500 | has -- "$2"; }
 published_answers() { in_node curl -sf --max-time 2 http://127.0.0.1:18080/ >/dev/null; }
 call() { in_node env AGENT_NAME=node-e2e "$CALL" 127.0.0.1:7442 "$PKI" "$@"; }
 http() { in_node curl -s --max-time 5 "$@"; }
@@ -106,10 +106,10 @@ grep -q 'ink test image' <<<"$body" || fail "published port answered: $body"
 [ "$(http -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/)" = 200 ] || fail "not 200"
 WEB_ADDR=$(wl address "$WEB")
 [[ $WEB_ADDR == 10.251.0.* ]] || fail "workload address '$WEB_ADDR'"
-http "http://$WEB_ADDR/" | grep -q 'ink test image' || fail "workload address does not answer"
+http "http://$WEB_ADDR/" | has 'ink test image' || fail "workload address does not answer"
 [ "$(wl published_port "$WEB")" = 18080 ] || fail "published port not reported"
-wl image_digest "$WEB" | grep -q '^sha256:' || fail "image digest not reported"
-runsc --root "$RUNSC_ROOT" list -quiet | grep -qx "$WEB.ink" || fail "no runsc sandbox $WEB.ink"
+wl image_digest "$WEB" | has '^sha256:' || fail "image digest not reported"
+runsc --root "$RUNSC_ROOT" list -quiet | has -x "$WEB.ink" || fail "no runsc sandbox $WEB.ink"
 grep -q 'Starting gVisor' <(call exec "$WEB" 10 "" -- /bin/busybox dmesg) ||
 	fail "workload is not running under gVisor"
 ok "deployed: HTTP 200 through published port 18080 and at $WEB_ADDR ($((SECONDS - t0))s)"
@@ -128,7 +128,7 @@ put "$ENVW" --image "$REG/busybox:1" --port 8080 --publish 18081 --env APP_MODE=
 wait_until 60 "$ENVW running" state_is running "$ENVW"
 body=$(http http://127.0.0.1:18081/)
 [ "$body" = "greeting=hello mode=test token=s3cr3t port=8080" ] || fail "env seen by the app: $body"
-! "${C[@]}" workload ls --json | grep -q s3cr3t || fail "secret shown by workload ls"
+! "${C[@]}" workload ls --json | has s3cr3t || fail "secret shown by workload ls"
 ! grep -q s3cr3t "$T/agent.log" "$T/coordinator.log" || fail "secret in a daemon log"
 ok "image env, app env and secret env reach the app"
 
@@ -175,7 +175,7 @@ wait_until 60 "restarted after OOM" restarts_at_least "$HOG" 2
 call logs "$HOG" 200 >"$T/hog.txt" || fail "logs of $HOG"
 grep -q ' s killed: out of memory' "$T/hog.txt" || fail "OOM not in the workload log: $(cat "$T/hog.txt")"
 [ "$(call logs "$HOG" 200 | grep -c ' o hogging')" -ge 2 ] || fail "hog not restarted"
-http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "web hurt by the hog"
+http http://127.0.0.1:18080/ | has 'ink test image' || fail "web hurt by the hog"
 rm_wl "$HOG"
 ok "memory hog killed at 64M, reported as OOM, restarted with backoff"
 
@@ -189,7 +189,7 @@ if [ -d "$PCG" ]; then
 	[ "$(cat "$PCG/pids.max")" = $((4 * 16 + 256)) ] || fail "bomb pids.max"
 	[ "$(cat "$PCG/pids.current")" -le $((4 * 16 + 256)) ] || fail "pids above the limit"
 fi
-http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "web hurt by the fork bomb"
+http http://127.0.0.1:18080/ | has 'ink test image' || fail "web hurt by the fork bomb"
 [ "$(call exec "$WEB" 10 "" -- /bin/echo alive 2>"$T/exec.err")" = alive ] || fail "node cannot exec after the fork bomb: $(cat "$T/exec.err")"
 rm_wl "$BOMB"
 ok "fork bomb contained by the pids limit; other workloads unaffected"
@@ -199,8 +199,8 @@ R0=$(wl restarts "$WEB")
 call exec "$WEB" 10 "" -- /bin/sh -c 'kill 1' || true
 wait_until 30 "$WEB restarted" restarts_at_least "$WEB" $((R0 + 1))
 wait_until 30 "$WEB running again" state_is running "$WEB"
-http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "restarted web does not serve"
-call logs "$WEB" 100 | grep -q ' s killed by signal 15; restart 1 in 1s' ||
+http http://127.0.0.1:18080/ | has 'ink test image' || fail "restarted web does not serve"
+call logs "$WEB" 100 | has ' s killed by signal 15; restart 1 in 1s' ||
 	fail "restart not explained in the log: $(call logs "$WEB" 20)"
 ok "app killed inside the sandbox: restarted after 1s, serves again on the same address"
 
@@ -234,13 +234,13 @@ PID_BEFORE=$(sandbox_pid "$WEB")
 RESTARTS_BEFORE=$(wl restarts "$WEB")
 kill -9 "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null || true
-http "http://$WEB_ADDR/" | grep -q 'ink test image' || fail "workload stopped serving with the agent"
+http "http://$WEB_ADDR/" | has 'ink test image' || fail "workload stopped serving with the agent"
 start_agent
 wait_until 30 "agent re-registered" grep -q 'workload adopted.*'"$WEB" "$T/agent.log"
 wait_until 30 "published again" published_answers
 [ "$(sandbox_pid "$WEB")" = "$PID_BEFORE" ] || fail "sandbox was restarted (pid changed)"
 [ "$(wl restarts "$WEB")" = "$RESTARTS_BEFORE" ] || fail "restart counted"
-call logs "$WEB" 100 | grep -q 'adopted the running sandbox' || fail "no adoption line"
+call logs "$WEB" 100 | has 'adopted the running sandbox' || fail "no adoption line"
 ok "agent kill -9 and restart: sandbox pid $PID_BEFORE kept, served throughout, adopted"
 
 # --- coordinator outage changes nothing ------------------------------------------
@@ -248,7 +248,7 @@ kill -9 "$COORD_PID"
 wait "$COORD_PID" 2>/dev/null || true
 wait_until 10 "agent notices" grep -q 'coordinator unreachable' "$T/agent.log"
 sleep 2
-http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "web down with the coordinator"
+http http://127.0.0.1:18080/ | has 'ink test image' || fail "web down with the coordinator"
 [ "$(sandbox_pid "$WEB")" = "$PID_BEFORE" ] || fail "sandbox touched during the outage"
 start_coordinator
 wait_until 20 "node ready again" node_ready
@@ -260,7 +260,7 @@ put "$WEB" --image "$REG/busybox:1" --port 80 --publish 18080 --memory 128M --cp
 wait_until 60 "generation 2 running" gen_state_is "$WEB" "2 running"
 [ "$(sandbox_pid "$WEB")" != "$PID_BEFORE" ] || fail "generation 2 runs in the old sandbox"
 [ "$(call exec "$WEB" 10 "" -- /bin/sh -c 'echo $RELEASE')" = 2 ] || fail "new env not applied"
-http http://127.0.0.1:18080/ | grep -q 'ink test image' || fail "generation 2 not serving"
+http http://127.0.0.1:18080/ | has 'ink test image' || fail "generation 2 not serving"
 ok "new generation replaced the sandbox and serves"
 
 # --- removal leaves nothing behind ---------------------------------------------------

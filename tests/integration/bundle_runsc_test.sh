@@ -77,7 +77,7 @@ pids_max=$(cat "$CG/pids.max")
 [ "$pids_max" = "$((4 * 16 + 256))" ] || fail "pids.max is '$pids_max', expected $((4 * 16 + 256))"
 bomb_contained() {
 	grep -q "can't fork" "$T/bomb.log" ||
-		! runsc --root "$STATE" state "$P-bomb" 2>/dev/null | grep -q '"status": "running"'
+		! runsc --root "$STATE" state "$P-bomb" 2>/dev/null | has '"status": "running"'
 }
 wait_until 60 "fork bomb contained" bomb_contained
 if [ -f "$CG/pids.current" ]; then

@@ -182,7 +182,7 @@ pull_ok "$S1" "$A/layered:v1" "${PLAIN[@]}"
 [ "$(field layers)" = 3 ] || fail "layered layers: $(cat "$T/out")"
 [ "$(fetched_blobs)" = 3 ] || fail "layered fetched $(fetched_blobs) blobs (config + 2 new layers expected)"
 last=$(sed -n 's/^layer sha256:\([0-9a-f]*\) .*/\1/p' "$T/out" | tail -n 1)
-tar tzf "$S1/blobs/sha256/$last" | grep -qx 'etc/.wh.gone' ||
+tar tzf "$S1/blobs/sha256/$last" | has -x 'etc/.wh.gone' ||
 	fail "no whiteout in the top layer $last: $(tar tzf "$S1/blobs/sha256/$last" | head -n 20 | tr '\n' ' '); driver: $(cat "$T/out")"
 ok "multi-layer image with whiteouts; the shared base layer is not fetched again"
 

@@ -37,6 +37,11 @@ finish() {
 	echo "$(basename "$0" .sh): $PASSED passed, 0 failed"
 }
 
+# has [GREP OPTIONS] PATTERN: stdin matches. Use it instead of "| grep -q":
+# grep -q stops reading at the first match, the writer then dies of
+# SIGPIPE, and under pipefail the whole pipeline counts as failed.
+has() { grep "$@" >/dev/null; }
+
 # wait_until SECONDS DESCRIPTION COMMAND...
 wait_until() {
 	local secs=$1 what=$2

@@ -4,8 +4,8 @@
 # agent kill -9 and restart, certificate checks, clean SIGTERM shutdown.
 . "$(dirname "$0")/lib.sh"
 
-"$COORD" --version | grep -q '^ink-coordinator ' || fail "coordinator --version"
-"$AGENT" --version | grep -q '^ink-agent ' || fail "agent --version"
+"$COORD" --version | has '^ink-coordinator ' || fail "coordinator --version"
+"$AGENT" --version | has '^ink-agent ' || fail "agent --version"
 
 PKI="$T/pki"
 "$COORD" --pki-dir="$PKI" pki init >/dev/null
@@ -68,7 +68,7 @@ registrations_at_least() { [ "$(node_field registrations)" -ge "$1" ] 2>/dev/nul
 start_agent
 wait_until 10 "node-a ready" node_is ready
 registrations_at_least 1 || fail "no registration recorded"
-"${C[@]}" nodes | grep -q '^node-a  *ready' || fail "table listing"
+"${C[@]}" nodes | has '^node-a  *ready' || fail "table listing"
 ok "agent registered and heartbeats (node-a ready)"
 
 # Coordinator killed without warning: the agent keeps going and re-registers

@@ -73,10 +73,10 @@ ok "setup gives two workloads addresses from the node range"
 
 for w in wl-a:$IPA wl-b:$IPB; do
 	id=${w%%:*} ip=${w#*:}
-	in_wl "$id" ip -4 -o addr show dev eth0 | grep -q "inet $ip/32" || fail "$id: eth0 lacks $ip/32"
-	in_wl "$id" ip route show default | grep -q "default via $GW dev eth0 .*onlink" ||
+	in_wl "$id" ip -4 -o addr show dev eth0 | has "inet $ip/32" || fail "$id: eth0 lacks $ip/32"
+	in_wl "$id" ip route show default | has "default via $GW dev eth0 .*onlink" ||
 		fail "$id: no default route via $GW: $(in_wl "$id" ip route)"
-	in_wl "$id" ip -o link show lo | grep -q ',UP' || fail "$id: lo is down"
+	in_wl "$id" ip -o link show lo | has ',UP' || fail "$id: lo is down"
 	[ -z "$(in_wl "$id" ip -6 addr show dev eth0)" ] || fail "$id: eth0 has IPv6 addresses"
 	[ "$(in_wl "$id" ip -o link show | grep -vc ': lo:')" = 1 ] || fail "$id: more than eth0 and lo"
 done
@@ -84,9 +84,9 @@ ok "each workload namespace has lo up and eth0 with its /32 and a default route 
 
 for w in $IFA:$IPA $IFB:$IPB; do
 	ifn=${w%%:*} ip=${w#*:}
-	in_node ip -4 -o addr show dev "$ifn" | grep -q "inet $GW/32" || fail "$ifn lacks $GW/32"
-	in_node ip route show "$ip/32" | grep -q "dev $ifn" || fail "no route $ip via $ifn"
-	in_node ip -o link show "$ifn" | grep -q "alias ink:" || fail "$ifn has no alias"
+	in_node ip -4 -o addr show dev "$ifn" | has "inet $GW/32" || fail "$ifn lacks $GW/32"
+	in_node ip route show "$ip/32" | has "dev $ifn" || fail "no route $ip via $ifn"
+	in_node ip -o link show "$ifn" | has "alias ink:" || fail "$ifn has no alias"
 done
 expect "node ip_forward" "$(in_node cat /proc/sys/net/ipv4/ip_forward)" 1
 expect "host ip_forward (untouched)" "$(cat /proc/sys/net/ipv4/ip_forward)" "$HOST_FWD"
@@ -203,7 +203,7 @@ done
 for p in "${SETUPS[@]}"; do wait "$p" || fail "a parallel setup failed"; done
 for i in 1 2 3 4; do
 	field ip "$(cat "$T/p$i.out")"
-done | sort | uniq -d | grep -q . && fail "parallel setups handed out one address twice"
+done | sort | uniq -d | has . && fail "parallel setups handed out one address twice"
 for i in 1 2 3 4; do
 	ip=$(field ip "$(cat "$T/p$i.out")")
 	[ -n "$ip" ] || fail "parallel setup of wl-p$i failed"
