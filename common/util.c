@@ -224,10 +224,18 @@ int ink_random_hex(char *out, size_t nbytes, ink_err *err)
         return ink_err_set(err, EINVAL, "random id too long");
     if (ink_random_bytes(raw, nbytes, err) < 0)
         return -1;
-    for (size_t i = 0; i < nbytes; i++)
-        sprintf(out + 2 * i, "%02x", raw[i]);
-    out[2 * nbytes] = '\0';
+    ink_hex(raw, nbytes, out);
     return 0;
+}
+
+void ink_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
 }
 
 bool ink_valid_name(const char *s)

@@ -57,6 +57,8 @@ int ink_mkdir_p(const char *path, unsigned mode, ink_err *err);
 int ink_random_bytes(void *buf, size_t len, ink_err *err);
 
 /* A random id as lowercase hex of nbytes random bytes (out >= 2*nbytes+1). */
+/* Lowercase hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void ink_hex(const uint8_t *in, size_t n, char *out);
 int ink_random_hex(char *out, size_t nbytes, ink_err *err);
 
 /* Names of nodes, apps and projects: [a-z0-9][a-z0-9-]{0,62}. */

@@ -7,14 +7,19 @@
  *   ink-coordinator workload put NODE ID --image REF [...] [-- COMMAND ...]
  *   ink-coordinator workload rm NODE ID
  *   ink-coordinator workload ls [NODE] [--json]
+ *   ink-coordinator keys create --project P --role deployer|reader [--name LABEL]
+ *   ink-coordinator keys list [--json] | keys revoke KEYID
+ *   ink-coordinator audit verify | audit list [--tail N] [--json]
  */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "audit.h"
 #include "coordinator.h"
 #include "daemon.h"
 #include "ink_version.h"
+#include "keys.h"
 #include "log.h"
 #include "util.h"
 
@@ -39,6 +44,13 @@ static void usage(FILE *out)
             "  workload rm NODE ID        remove an assignment (no-op when absent)\n"
             "  workload ls [NODE] [--json]\n"
             "                             assignments and the status their nodes report\n"
+            "  keys create --project P --role deployer|reader [--name LABEL]\n"
+            "                             make an MCP API key (printed once, stored hashed)\n"
+            "  keys list [--json]         keys and whether they are revoked (no secrets)\n"
+            "  keys revoke KEYID          revoke a key (no-op when already revoked)\n"
+            "  audit verify               check the audit log's hash chain; exit 1 if broken\n"
+            "  audit list [--tail N] [--json]\n"
+            "                             audit log entries, oldest first\n"
             "  version                    print the version\n"
             "\n"
             "options (config file %s, or flags):\n",
@@ -128,6 +140,10 @@ int main(int argc, char **argv)
         rc = ink_cmd_pki(&cfg, argc - idx - 1, argv + idx + 1);
     } else if (strcmp(cmd, "workload") == 0) {
         rc = ink_cmd_workload(&cfg, argc - idx - 1, argv + idx + 1, stdout, stderr);
+    } else if (strcmp(cmd, "keys") == 0) {
+        rc = ink_cmd_keys(&cfg, argc - idx - 1, argv + idx + 1, stdout, stderr);
+    } else if (strcmp(cmd, "audit") == 0) {
+        rc = ink_cmd_audit(&cfg, argc - idx - 1, argv + idx + 1, stdout, stderr);
     } else if (strcmp(cmd, "version") == 0) {
         printf("ink-coordinator %s\n", INK_VERSION);
         rc = 0;

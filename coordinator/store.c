@@ -45,6 +45,27 @@ static const char *migrations[] = {
     "  address TEXT NOT NULL, published_port INTEGER NOT NULL, since_ms INTEGER NOT NULL,"
     "  image_digest TEXT NOT NULL, PRIMARY KEY (node_id, workload_id));"
     "INSERT INTO meta VALUES ('revision', '0'), ('compacted_revision', '0');",
+    /* 2: API keys (keys.c) and the hash-chained audit log (audit.c). The
+     * audit head (last seq and hash) lives in meta, written in the same
+     * transaction as each row, so a deleted tail shows up as a head that
+     * points past the last row. The triggers stop accidental edits through
+     * SQL; anyone holding the file can drop them, which is what the chain
+     * is for. */
+    "CREATE TABLE api_keys ("
+    "  keyid TEXT PRIMARY KEY, project TEXT NOT NULL,"
+    "  role TEXT NOT NULL CHECK (role IN ('reader', 'deployer')), name TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL, revoked_ms INTEGER NOT NULL DEFAULT 0,"
+    "  salt BLOB NOT NULL, hash BLOB NOT NULL);"
+    "CREATE TABLE audit_log ("
+    "  seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, key_id TEXT NOT NULL,"
+    "  project TEXT NOT NULL, tool TEXT NOT NULL, arguments TEXT NOT NULL,"
+    "  result TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log"
+    "  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;"
+    "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log"
+    "  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;"
+    "INSERT INTO meta VALUES ('audit_head_seq', '0'),"
+    "  ('audit_head_hash', '0000000000000000000000000000000000000000000000000000000000000000');",
 };
 
 enum { LOG_UPSERT = 1, LOG_DELETE = 2 };
@@ -229,6 +250,17 @@ void ink_store_close(ink_store *s)
         sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
     free(s);
+}
+
+struct sqlite3 *ink_store_lock(ink_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    return s->db;
+}
+
+void ink_store_unlock(ink_store *s)
+{
+    pthread_mutex_unlock(&s->mu);
 }
 
 const char *ink_store_coordinator_id(const ink_store *s)

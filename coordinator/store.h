@@ -44,6 +44,14 @@ void ink_store_close(ink_store *s);
 const char *ink_store_coordinator_id(const ink_store *s);
 int ink_store_schema_version(ink_store *s);
 
+/* For the modules that keep their own tables in this file (keys.c,
+ * audit.c): the connection, with the store's lock held until
+ * ink_store_unlock(), since one connection serves many threads. They run
+ * their own transactions on it. */
+struct sqlite3;
+struct sqlite3 *ink_store_lock(ink_store *s);
+void ink_store_unlock(ink_store *s);
+
 int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *req, int64_t now_ms,
                             ink_err *err);
 /* 0 and updated; 1 when the node or instance is unknown (must register). */

@@ -556,7 +556,7 @@ static int converge_removed(loop *l)
     ink_err err = {0};
     set_status(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing");
     unpublish(l);
-    if (remove_sandbox(l, &err) < 0) {
+    if (ink_runsc_known(&s->runsc, l->w->id) && remove_sandbox(l, &err) < 0) {
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing sandbox", &err);
         return -1;
     }

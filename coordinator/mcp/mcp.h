@@ -5,7 +5,7 @@
  * notifications and cancellation. Protocol revision 2025-11-25; clients
  * asking for 2025-06-18 or 2025-03-26 get that revision.
  *
- * A transport (stdio below, Streamable HTTP next) owns the bytes: it feeds
+ * A transport (stdio or Streamable HTTP, below) owns the bytes: it feeds
  * each incoming JSON-RPC message to ink_mcp_session_handle*() and writes
  * what the session emits. Tools run through handlers that may answer at
  * once or later from any thread.
@@ -238,5 +238,57 @@ typedef struct ink_mcp_stdio_opts {
  * an error and skipped. The process must ignore SIGPIPE (daemons do: see
  * ink_block_signals) so a vanished reader is an EPIPE error. */
 int ink_mcp_stdio_run(ink_mcp_server *s, const ink_mcp_stdio_opts *o, ink_err *err);
+
+/* -------------------------------------------------------- Streamable HTTP */
+
+/* The Streamable HTTP transport (2025-11-25) on one endpoint, /mcp, served
+ * by libmicrohttpd with a thread per connection.
+ *
+ *   POST   one JSON-RPC message (or a 2025-03-26 batch). An initialize
+ *          without Mcp-Session-Id creates a session and answers with its id
+ *          in Mcp-Session-Id; every later request must carry it (missing:
+ *          400, unknown or expired: 404). MCP-Protocol-Version, when sent,
+ *          must equal the negotiated revision (else 400); when absent the
+ *          negotiated one is used, which the spec allows as "another way to
+ *          identify the version". Only notifications or responses: 202 and
+ *          no body. A request answered while the POST is being handled:
+ *          application/json; one that is still running (or that emitted
+ *          progress or log notifications): text/event-stream carrying its
+ *          notifications and then its response. A message refused as a
+ *          whole (not JSON, not JSON-RPC): 400 with the JSON-RPC error.
+ *          Content-Type must be application/json (415); an Accept header
+ *          that admits neither application/json nor text/event-stream gets
+ *          406 (no Accept header at all means "anything", per HTTP). A body
+ *          over max_body: 413, without reading it when Content-Length says
+ *          so.
+ *   GET    405: this server never speaks first (no server-to-client
+ *          requests, no list changes), which the spec lets it say so.
+ *   DELETE ends the session: 204.
+ *
+ * Every request: an Origin header outside allowed_origins gets 403 (DNS
+ * rebinding); authenticate (when set) returning NULL gets 401 with
+ * WWW-Authenticate: Bearer. A session is bound to the identity that
+ * created it: another identity gets 404 for it, as if it did not exist. */
+typedef struct ink_mcp_http ink_mcp_http;
+typedef struct ink_mcp_http_opts {
+    const char *listen; /* "host:port"; NULL: "127.0.0.1:7441"; port 0: the kernel picks */
+    const char *const *allowed_origins; /* exact Origin values let through */
+    size_t nallowed_origins;
+    size_t max_body; /* 0: ink_mcp_server_max_message() */
+    /* Returns the caller's identity (a stable pointer: it becomes the
+     * session's auth and is compared with it on every request), or NULL to
+     * refuse. authorization is the header's value, NULL when absent. NULL
+     * function: no authentication. Runs on connection threads. */
+    void *(*authenticate)(void *arg, const char *authorization);
+    void *auth_arg;
+    int64_t session_idle_ms; /* 0: 30 minutes */
+} ink_mcp_http_opts;
+
+/* Listens and serves on threads of its own until ink_mcp_http_stop(). */
+ink_mcp_http *ink_mcp_http_start(ink_mcp_server *s, const ink_mcp_http_opts *o, ink_err *err);
+int ink_mcp_http_port(const ink_mcp_http *h);
+/* Closes every connection and frees every session (their calls in flight
+ * are cancelled, as by ink_mcp_session_free). */
+void ink_mcp_http_stop(ink_mcp_http *h);
 
 #endif

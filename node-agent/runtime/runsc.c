@@ -483,6 +483,28 @@ int ink_runsc_delete(const ink_runsc *r, const char *id, bool force, ink_err *er
     return rc;
 }
 
+bool ink_runsc_known(const ink_runsc *r, const char *id)
+{
+    DIR *d = opendir(r->root);
+    if (!d)
+        return errno != ENOENT; /* unreadable: assume it may */
+    char prefix[96];
+    int plen = snprintf(prefix, sizeof prefix, "%s%s", id, RUNSC_ID_SUFFIX);
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        /* "<id>.ink_sandbox:<id>.ink.state", "<id>.ink.runsc.log", ... */
+        found = strncmp(e->d_name, prefix, (size_t)plen) == 0 &&
+                (e->d_name[plen] == '_' || e->d_name[plen] == '.');
+        /* the log files are named by the workload id alone */
+        found = found || (strncmp(e->d_name, id, strlen(id)) == 0 &&
+                          (strcmp(e->d_name + strlen(id), ".runsc.log") == 0 ||
+                           strcmp(e->d_name + strlen(id), ".logs") == 0));
+    }
+    closedir(d);
+    return found;
+}
+
 int ink_runsc_exit_status(const ink_runsc *r, const char *id)
 {
     cleanup_free char *dir = sandbox_log_dir(r, id);

@@ -94,6 +94,11 @@ int ink_runsc_wait_collect(ink_runsc_waiter *w, int *exit_status);
 /* Stops waiting (the sandbox is not affected). */
 void ink_runsc_wait_cancel(ink_runsc_waiter *w);
 
+/* Whether runsc may know the sandbox: its state or log files are in the
+ * root. False means there is certainly nothing to stop or delete (and no
+ * need to run runsc to find out). */
+bool ink_runsc_known(const ink_runsc *r, const char *id);
+
 /* The app's exit status as the ended sandbox recorded it (exit code, or
  * 128+signal), or -1 when it did not. Read it before delete. */
 int ink_runsc_exit_status(const ink_runsc *r, const char *id);

@@ -14,65 +14,15 @@
 #include <jansson.h>
 
 #include "coordinator.h"
+#include "cli_fixture.h"
 #include "testlib.h"
 #include "util.h"
 
-typedef struct {
-    char dir[128];
-    char db[192];
-    ink_coordinator_config cfg;
-    ink_store *daemon; /* the daemon's handle on the same file */
-    char *out, *err;   /* what the last command printed */
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = ink_xcalloc(1, sizeof *f);
-    if (test_mkdtemp(f->dir, sizeof f->dir, "cli") < 0)
-        return -1;
-    snprintf(f->db, sizeof f->db, "%s/ink.db", f->dir);
-    ink_err err = {0};
-    if (ink_config_defaults(ink_coordinator_options, &f->cfg, &err) < 0 ||
-        ink_config_set(ink_coordinator_options, &f->cfg, "database", f->db, &err) < 0 ||
-        ink_store_open(f->db, &f->daemon, &err) < 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    ink_store_close(f->daemon);
-    ink_config_free(ink_coordinator_options, &f->cfg);
-    free(f->out);
-    free(f->err);
-    test_rmtree(f->dir);
-    free(f);
-    return 0;
-}
-
-/* Runs `workload ARGS...`, keeping stdout and stderr in f->out, f->err. */
-static int run_argv(fixture *f, const char **args)
-{
-    int argc = 0;
-    while (args[argc])
-        argc++;
-    free(f->out);
-    free(f->err);
-    size_t olen, elen;
-    FILE *out = open_memstream(&f->out, &olen);
-    FILE *errf = open_memstream(&f->err, &elen);
-    assert_non_null(out);
-    assert_non_null(errf);
-    int rc = ink_cmd_workload(&f->cfg, argc, (char **)args, out, errf);
-    fclose(out);
-    fclose(errf);
-    return rc;
-}
-#define RUN(f, ...) run_argv(f, (const char *[]){__VA_ARGS__, NULL})
+typedef cli_fixture fixture;
+#define setup cli_fixture_setup
+#define teardown cli_fixture_teardown
+/* Runs the command with ARGS..., keeping its output in f->out, f->err. */
+#define RUN(f, ...) cli_fixture_run(f, ink_cmd_workload, (const char *[]){__VA_ARGS__, NULL})
 
 static void register_node(fixture *f, const char *id, const char *instance)
 {
@@ -86,14 +36,14 @@ static void register_node(fixture *f, const char *id, const char *instance)
     r.capacity = &cap;
     r.instance_id = (char *)instance;
     ink_err err = {0};
-    assert_int_equal(ink_store_register_node(f->daemon, &r, 1000, &err), 0);
+    assert_int_equal(ink_store_register_node(f->store, &r, 1000, &err), 0);
 }
 
 /* The node's desired set as the daemon would stream it: one snapshot. */
 static Ink__V1__WatchEvent *snapshot(fixture *f, const char *node, ink_watch_batch *b)
 {
     ink_err err = {0};
-    assert_int_equal(ink_store_watch_events(f->daemon, node, 0, true, 100, b, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, node, 0, true, 100, b, &err), 0);
     assert_int_equal(b->n, 1);
     return b->events[0];
 }
@@ -188,11 +138,11 @@ static void test_put_identical_is_idempotent(void **state)
     assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1", "--env", "A=1"), 0);
     assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1", "--env", "A=1"), 0);
     assert_string_equal(f->out, "workload web-1 on n1: unchanged (generation 1, revision 1)\n");
-    assert_int_equal(ink_store_revision(f->daemon), 1);
+    assert_int_equal(ink_store_revision(f->store), 1);
     /* The agent gets nothing new either. */
     ink_watch_batch b;
     ink_err err = {0};
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 1, false, 100, &b, &err), 0);
     assert_int_equal(b.n, 0);
     assert_int_equal(b.head, 1);
     ink_store_free_events(&b);
@@ -214,7 +164,7 @@ static void test_put_changed_bumps_generation(void **state)
 
     ink_watch_batch b;
     ink_err err = {0};
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 1, false, 100, &b, &err), 0);
     assert_int_equal(b.n, 2);
     assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__UPSERT);
     assert_int_equal(b.events[0]->revision, 3);
@@ -233,7 +183,7 @@ static void test_rm(void **state)
     assert_string_equal(f->out, "workload web-1 on n1: removed, revision 2\n");
     ink_watch_batch b;
     ink_err err = {0};
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 1, false, 100, &b, &err), 0);
     assert_int_equal(b.n, 1);
     assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__DELETE);
     assert_string_equal(b.events[0]->workload_id, "web-1");
@@ -251,7 +201,7 @@ static void test_rm_unknown_is_ok(void **state)
     assert_int_equal(RUN(f, "rm", "n1", "nothing-here"), 0);
     assert_string_equal(f->out, "workload nothing-here on n1: not assigned, nothing to remove\n");
     /* No revision, no log entry for any agent. */
-    assert_int_equal(ink_store_revision(f->daemon), 0);
+    assert_int_equal(ink_store_revision(f->store), 0);
 }
 
 static void test_unknown_node_warns(void **state)
@@ -316,7 +266,7 @@ static void test_validation_errors(void **state)
         {{"frob"}, "usage: ink-coordinator workload put"},
     };
     for (size_t i = 0; i < INK_ARRAY_LEN(cases); i++) {
-        int rc = run_argv(f, cases[i].args);
+        int rc = cli_fixture_run(f, ink_cmd_workload, cases[i].args);
         if (rc != 2 || !strstr(f->err, cases[i].msg))
             fail_msg("case %zu (%s %s %s ...): rc %d, stderr: %s", i, cases[i].args[0],
                      cases[i].args[1], cases[i].args[2] ? cases[i].args[2] : "", rc, f->err);
@@ -324,9 +274,9 @@ static void test_validation_errors(void **state)
     }
     /* No subcommand at all. */
     const char *none[] = {NULL};
-    assert_int_equal(run_argv(f, none), 2);
+    assert_int_equal(cli_fixture_run(f, ink_cmd_workload, none), 2);
     /* Usage errors never write. */
-    assert_int_equal(ink_store_revision(f->daemon), 0);
+    assert_int_equal(ink_store_revision(f->store), 0);
 }
 
 static void test_secret_values_never_printed(void **state)
@@ -357,7 +307,7 @@ static void report(fixture *f, const char *node, const char *instance, Ink__V1__
     r.workloads = ws;
     r.n_workloads = n;
     ink_err err = {0};
-    assert_int_equal(ink_store_report_status(f->daemon, &r, ink_now_ms(), &err), 0);
+    assert_int_equal(ink_store_report_status(f->store, &r, ink_now_ms(), &err), 0);
 }
 
 static json_t *ls_json(fixture *f, const char *node)
@@ -463,13 +413,13 @@ static void test_second_handle_sees_cli_writes(void **state)
     register_node(f, "n1", "i1");
     ink_err err = {0};
     ink_watch_batch b;
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 0, true, 100, &b, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 0, true, 100, &b, &err), 0);
     assert_int_equal(b.head, 0);
     ink_store_free_events(&b);
 
     assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:1"), 0);
-    assert_int_equal(ink_store_revision(f->daemon), 1);
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 0, false, 100, &b, &err), 0);
+    assert_int_equal(ink_store_revision(f->store), 1);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 0, false, 100, &b, &err), 0);
     assert_int_equal(b.n, 1);
     assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__UPSERT);
     assert_int_equal(b.events[0]->revision, 1);
@@ -482,12 +432,12 @@ static void test_second_handle_sees_cli_writes(void **state)
     a.workload_id = "other";
     a.image = "img";
     a.generation = 1;
-    assert_int_equal(ink_store_put_assignment(f->daemon, "n1", &a, &err), 2);
+    assert_int_equal(ink_store_put_assignment(f->store, "n1", &a, &err), 2);
 
     /* And the CLI after it again. */
     assert_int_equal(RUN(f, "put", "n1", "web-1", "--image", "img:2"), 0);
     assert_string_equal(f->out, "workload web-1 on n1: generation 2, revision 3\n");
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 2, false, 100, &b, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 2, false, 100, &b, &err), 0);
     assert_int_equal(b.n, 1);
     assert_int_equal(b.events[0]->revision, 3);
     assert_int_equal(b.events[0]->assignments[0]->generation, 2);
@@ -501,8 +451,8 @@ static void test_second_handle_sees_cli_writes(void **state)
     ink_store_free_events(&b);
 
     /* Compaction counts from the database's revision too. */
-    assert_int_equal(ink_store_compact_log(f->daemon, 1, &err), 0);
-    assert_int_equal(ink_store_watch_events(f->daemon, "n1", 1, false, 100, &b, &err), 0);
+    assert_int_equal(ink_store_compact_log(f->store, 1, &err), 0);
+    assert_int_equal(ink_store_watch_events(f->store, "n1", 1, false, 100, &b, &err), 0);
     assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__SNAPSHOT);
     ink_store_free_events(&b);
 }

@@ -177,7 +177,9 @@ static void put(fixture *f, const char *node, const char *wid)
 {
     Ink__V1__Assignment a = INK__V1__ASSIGNMENT__INIT;
     a.workload_id = (char *)wid;
-    a.image = "img";
+    /* A registry nobody listens on: the agent's loops fail their pulls
+     * locally and never reach a sandbox (or another machine). */
+    a.image = "127.0.0.1:9/img:1";
     ink_err err = {0};
     assert_true(ink_store_put_assignment(f->coord.store, node, &a, &err) > 0);
     ink_coordinator_kick(&f->coord);
