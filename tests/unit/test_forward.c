@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "forward.h"
+#include "testlib.h"
 #include "util.h"
 
 /* Generous: the valgrind variant runs everything many times slower. */
@@ -931,12 +932,7 @@ static void test_half_closed_no_spin(void **state)
 
 int main(void)
 {
-    /* Writes to a peer that went away must fail with EPIPE, not kill the
-     * test; threads created later inherit the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    test_block_sigpipe();
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_echo_16mib, setup, teardown),

@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "mcp.h"
+#include "testlib.h"
 #include "util.h"
 
 /* Generous: the valgrind variant runs everything many times slower. */
@@ -1576,12 +1577,7 @@ static void test_stdio_stop_and_errors(void **state)
 
 int main(void)
 {
-    /* A write to a vanished reader must fail with EPIPE, not kill the
-     * test; threads created later inherit the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    test_block_sigpipe();
     ink_log_init("test", INK_LOG_WARN, INK_LOG_LOGFMT);
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "mcp.h"
+#include "testlib.h"
 #include "util.h"
 
 #define MAX_BODY 4096
@@ -640,10 +641,7 @@ static void test_stop_with_call_in_flight(void **state)
 
 int main(void)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    test_block_sigpipe();
     ink_log_init("test", INK_LOG_WARN, INK_LOG_LOGFMT);
     curl_global_init(CURL_GLOBAL_DEFAULT);
 

@@ -1,5 +1,7 @@
 #include "testlib.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -77,4 +79,12 @@ void test_pki_create(test_pki *p, const char *tag)
 void test_pki_destroy(test_pki *p)
 {
     test_rmtree(p->dir);
+}
+
+void test_block_sigpipe(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
 }

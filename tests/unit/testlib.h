@@ -20,6 +20,10 @@ typedef struct test_pki {
 int test_mkdtemp(char *out, size_t outlen, const char *tag);
 /* rm -rf */
 int test_rmtree(const char *path);
+/* Blocks SIGPIPE in the calling thread and the threads it creates later:
+ * a write to a vanished reader fails with EPIPE instead of killing the
+ * test. Call first thing in main(). */
+void test_block_sigpipe(void);
 /* cmocka fixtures for a scratch directory. test_scratch_setup allocates a
  * test_scratch; test_scratch_teardown removes the directory and frees the
  * state of any fixture struct whose first member is `char dir[128]`. */
