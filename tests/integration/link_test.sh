@@ -41,7 +41,8 @@ ok "coordinator up on 127.0.0.1:$PORT (mTLS)"
 
 A=("$AGENT" --node-id=node-a --coordinator="127.0.0.1:$PORT" --listen=127.0.0.1:0
 	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-a.crt"
-	--tls-key="$PKI/node-a.key" --reconnect-initial=100ms --reconnect-max=1s)
+	--tls-key="$PKI/node-a.key" --reconnect-initial=100ms --reconnect-max=1s
+	--runsc-root="$T/runsc" --netns-dir="$T/netns") # nothing of this test under /run/ink
 start_agent() {
 	"${A[@]}" run >>"$T/agent.log" 2>&1 &
 	AGENT_PID=$!
