@@ -39,10 +39,11 @@ PORT=$(logged_port "$T/coordinator.log")
 [ -n "$PORT" ] && [ "$PORT" != 1 ] || fail "flag did not override the config file's listen"
 ok "coordinator up on 127.0.0.1:$PORT (mTLS)"
 
+# Nothing of this test's agents under /run/ink.
+SCRATCH=(--runsc-root="$T/runsc" --netns-dir="$T/netns")
 A=("$AGENT" --node-id=node-a --coordinator="127.0.0.1:$PORT" --listen=127.0.0.1:0
 	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-a.crt"
-	--tls-key="$PKI/node-a.key" --reconnect-initial=100ms --reconnect-max=1s
-	--runsc-root="$T/runsc" --netns-dir="$T/netns") # nothing of this test under /run/ink
+	--tls-key="$PKI/node-a.key" --reconnect-initial=100ms --reconnect-max=1s "${SCRATCH[@]}")
 start_agent() {
 	"${A[@]}" run >>"$T/agent.log" 2>&1 &
 	AGENT_PID=$!
@@ -50,11 +51,11 @@ start_agent() {
 }
 
 # A certificate for another node, or from another CA, is refused at start.
-if "$AGENT" --node-id=node-b --coordinator="127.0.0.1:$PORT" --state-dir="$T/b" \
+if "$AGENT" --node-id=node-b --coordinator="127.0.0.1:$PORT" --state-dir="$T/b" "${SCRATCH[@]}" \
 	--tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-a.crt" --tls-key="$PKI/node-a.key" \
 	>"$T/wrong-name.log" 2>&1; then fail "agent started with another node's certificate"; fi
 grep -q "is for 'node-a'" "$T/wrong-name.log" || fail "wrong-name error unclear"
-if "$AGENT" --node-id=node-a --coordinator="127.0.0.1:$PORT" --state-dir="$T/f" \
+if "$AGENT" --node-id=node-a --coordinator="127.0.0.1:$PORT" --state-dir="$T/f" "${SCRATCH[@]}" \
 	--tls-ca="$PKI/ca.crt" --tls-cert="$T/foreign/node-a.crt" --tls-key="$T/foreign/node-a.key" \
 	>"$T/foreign.log" 2>&1; then fail "agent started with a foreign certificate"; fi
 grep -q "unable to get local issuer" "$T/foreign.log" || fail "foreign-CA error unclear"
