@@ -191,6 +191,10 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
             goto fail;
         }
     }
+    ink_node_info probe;
+    ink_node_info_collect(&probe, cfg->state_dir, cfg->runsc);
+    snprintf(a->runsc_version, sizeof a->runsc_version, "%s", probe.runsc_version);
+    ink_node_info_free(&probe);
     if (start_supervisor(a, err) < 0)
         goto fail;
     ink_rpc_server_opts so = {

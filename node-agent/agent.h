@@ -64,6 +64,9 @@ typedef struct ink_agent {
     char node_id[64];
     char instance_id[33];
     char advertise[256];
+    /* Asked once at start, before any workload thread: registering again
+     * then starts no process from a busy multi-threaded agent. */
+    char runsc_version[128];
 
     ink_rpc_client *coordinator;
     ink_rpc_server *rpc;
@@ -111,6 +114,7 @@ typedef struct ink_node_info {
     bool cgroup_v2, btf, nftables, netns, seccomp;
 } ink_node_info;
 
+/* runsc NULL: no runsc_version (it runs a process). */
 void ink_node_info_collect(ink_node_info *info, const char *state_dir, const char *runsc);
 void ink_node_info_free(ink_node_info *info);
 void ink_node_usage_collect(Ink__V1__NodeUsage *u, const char *state_dir);

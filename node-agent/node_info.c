@@ -135,7 +135,8 @@ void ink_node_info_collect(ink_node_info *info, const char *state_dir, const cha
     struct statvfs vfs;
     if (statvfs(state_dir, &vfs) == 0)
         info->disk_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
-    runsc_version(runsc, info->runsc_version, sizeof info->runsc_version);
+    if (runsc)
+        runsc_version(runsc, info->runsc_version, sizeof info->runsc_version);
     struct utsname u;
     if (uname(&u) == 0)
         snprintf(info->kernel_release, sizeof info->kernel_release, "%s", u.release);

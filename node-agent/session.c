@@ -64,7 +64,7 @@ static void note_coordinator(ink_agent *a, bool up, const ink_rpc_status *st)
 static int do_register(ink_agent *a, ink_rpc_status *st)
 {
     ink_node_info info;
-    ink_node_info_collect(&info, a->cfg->state_dir, a->cfg->runsc);
+    ink_node_info_collect(&info, a->cfg->state_dir, NULL);
     Ink__V1__Capacity cap = INK__V1__CAPACITY__INIT;
     cap.cpus = info.cpus;
     cap.memory_bytes = info.memory_bytes;
@@ -83,7 +83,7 @@ static int do_register(ink_agent *a, ink_rpc_status *st)
     req.n_addresses = info.naddresses;
     req.agent_endpoint = a->advertise;
     req.capacity = &cap;
-    req.runsc_version = info.runsc_version;
+    req.runsc_version = a->runsc_version;
     req.features = &feat;
     req.agent_version = INK_VERSION;
     req.instance_id = a->instance_id;
