@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "util.h"
 
 /* Nothing about assignments is cached here: the operator CLI writes the
@@ -70,40 +71,10 @@ static const char *migrations[] = {
 
 enum { LOG_UPSERT = 1, LOG_DELETE = 2 };
 
-static int db_err(ink_store *s, ink_err *err, const char *what)
-{
-    return ink_err_set(err, 0, "database: %s: %s", what, sqlite3_errmsg(s->db));
-}
-
-static void finalizep(sqlite3_stmt **st)
-{
-    if (*st)
-        sqlite3_finalize(*st);
-}
-#define cleanup_stmt __attribute__((cleanup(finalizep)))
-
-static int prepare(ink_store *s, const char *sql, sqlite3_stmt **st, ink_err *err)
-{
-    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
-        return db_err(s, err, "prepare");
-    return 0;
-}
-
-static int exec_sql(ink_store *s, const char *sql, ink_err *err)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        ink_err_set(err, 0, "database: %s", msg ? msg : sqlite3_errmsg(s->db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
 static int meta_get(ink_store *s, const char *key, char *out, size_t outlen, ink_err *err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
-    if (prepare(s, "SELECT value FROM meta WHERE key = ?", &st, err) < 0)
+    if (ink_db_prepare(s->db, "SELECT value FROM meta WHERE key = ?", &st, err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_ROW) {
@@ -117,15 +88,15 @@ static int meta_get(ink_store *s, const char *key, char *out, size_t outlen, ink
 static int meta_set(ink_store *s, const char *key, const char *value, ink_err *err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
-    if (prepare(s,
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &st, err) < 0)
+    if (ink_db_prepare(s->db,
+                       "INSERT INTO meta (key, value) VALUES (?, ?) "
+                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                       &st, err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
-        return db_err(s, err, "write meta");
+        return ink_db_err(s->db, err, "write meta");
     return 0;
 }
 
@@ -154,26 +125,27 @@ static int migrate(ink_store *s, ink_err *err)
     if (version > target)
         return newer_schema(version, target, err);
     while (version < target) {
-        if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
+        if (ink_db_exec(s->db, "BEGIN IMMEDIATE", err) < 0)
             return -1;
         /* Read again under the write lock: the daemon and a CLI command
          * opening a new file together would otherwise both run step 1. */
         version = ink_store_schema_version(s);
         if (version < 0 || version >= target) {
-            exec_sql(s, "ROLLBACK", NULL);
+            ink_db_exec(s->db, "ROLLBACK", NULL);
             if (version > target)
                 return newer_schema(version, target, err);
             if (version < 0)
-                return db_err(s, err, "read schema version");
+                return ink_db_err(s->db, err, "read schema version");
             break;
         }
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", version + 1);
-        if (exec_sql(s, migrations[version], err) < 0 || exec_sql(s, pragma, err) < 0) {
-            exec_sql(s, "ROLLBACK", NULL);
+        if (ink_db_exec(s->db, migrations[version], err) < 0 ||
+            ink_db_exec(s->db, pragma, err) < 0) {
+            ink_db_exec(s->db, "ROLLBACK", NULL);
             return ink_err_wrap(err, "migration %d", version + 1);
         }
-        if (exec_sql(s, "COMMIT", err) < 0)
+        if (ink_db_exec(s->db, "COMMIT", err) < 0)
             return -1;
         version++;
     }
@@ -204,10 +176,10 @@ int ink_store_open(const char *path, ink_store **out, ink_err *err)
     /* WAL: readers (the `nodes` CLI) never block the daemon; synchronous
      * NORMAL is crash-safe in WAL mode (a power cut may lose the last
      * transactions, never corrupt the file). */
-    if (exec_sql(s,
-                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                 "PRAGMA foreign_keys = ON;",
-                 err) < 0 ||
+    if (ink_db_exec(s->db,
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                    "PRAGMA foreign_keys = ON;",
+                    err) < 0 ||
         migrate(s, err) < 0) {
         ink_err_wrap(err, "%s", path);
         ink_store_close(s);
@@ -220,14 +192,14 @@ int ink_store_open(const char *path, ink_store **out, ink_err *err)
         cleanup_stmt sqlite3_stmt *st = NULL;
         int rc = ink_random_hex(id, 16, err);
         if (rc == 0)
-            rc = prepare(s,
-                         "INSERT INTO meta (key, value) VALUES ('coordinator_id', ?) "
-                         "ON CONFLICT (key) DO NOTHING",
-                         &st, err);
+            rc = ink_db_prepare(s->db,
+                                "INSERT INTO meta (key, value) VALUES ('coordinator_id', ?) "
+                                "ON CONFLICT (key) DO NOTHING",
+                                &st, err);
         if (rc == 0) {
             sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
             if (sqlite3_step(st) != SQLITE_DONE)
-                rc = db_err(s, err, "write coordinator id");
+                rc = ink_db_err(s->db, err, "write coordinator id");
         }
         if (rc == 0 &&
             meta_get(s, "coordinator_id", s->coordinator_id, sizeof s->coordinator_id, err) != 0)
@@ -309,8 +281,8 @@ int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *r, int
     feature_list(r->features, features, sizeof features);
     pthread_mutex_lock(&s->mu);
     cleanup_stmt sqlite3_stmt *st = NULL;
-    int rc = prepare(
-        s,
+    int rc = ink_db_prepare(
+        s->db,
         "INSERT INTO nodes (id, hostname, addresses, agent_endpoint, cpus, memory_bytes,"
         " disk_bytes, runsc_version, kernel, features, agent_version, instance_id,"
         " registered_at, last_seen) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13) "
@@ -335,7 +307,7 @@ int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *r, int
         sqlite3_bind_text(st, 12, r->instance_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 13, now_ms);
         if (sqlite3_step(st) != SQLITE_DONE)
-            rc = db_err(s, err, "register node");
+            rc = ink_db_err(s->db, err, "register node");
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -345,18 +317,19 @@ int ink_store_report_status(ink_store *s, const Ink__V1__ReportStatusRequest *r,
                             ink_err *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = exec_sql(s, "BEGIN IMMEDIATE", err);
+    int rc = ink_db_exec(s->db, "BEGIN IMMEDIATE", err);
     if (rc < 0) {
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
     {
         cleanup_stmt sqlite3_stmt *st = NULL;
-        rc = prepare(s,
-                     "UPDATE nodes SET last_seen = ?3, applied_revision = ?4, load1 = ?5,"
-                     " memory_used = ?6, memory_available = ?7, disk_free = ?8, workloads = ?9"
-                     " WHERE id = ?1 AND instance_id = ?2",
-                     &st, err);
+        rc = ink_db_prepare(
+            s->db,
+            "UPDATE nodes SET last_seen = ?3, applied_revision = ?4, load1 = ?5,"
+            " memory_used = ?6, memory_available = ?7, disk_free = ?8, workloads = ?9"
+            " WHERE id = ?1 AND instance_id = ?2",
+            &st, err);
         if (rc == 0) {
             const Ink__V1__NodeUsage *u = r->usage;
             sqlite3_bind_text(st, 1, r->node_id, -1, SQLITE_STATIC);
@@ -369,7 +342,7 @@ int ink_store_report_status(ink_store *s, const Ink__V1__ReportStatusRequest *r,
             sqlite3_bind_int64(st, 8, u ? (int64_t)u->disk_free_bytes : 0);
             sqlite3_bind_int64(st, 9, u ? u->workloads : 0);
             if (sqlite3_step(st) != SQLITE_DONE)
-                rc = db_err(s, err, "update node");
+                rc = ink_db_err(s->db, err, "update node");
             else if (sqlite3_changes(s->db) == 0)
                 rc = 1; /* unknown node or an older instance: register again */
         }
@@ -377,17 +350,17 @@ int ink_store_report_status(ink_store *s, const Ink__V1__ReportStatusRequest *r,
     if (rc == 0) {
         /* The report is the node's whole truth: replace what we had. */
         cleanup_stmt sqlite3_stmt *del = NULL, *ins = NULL;
-        rc = prepare(s, "DELETE FROM workload_status WHERE node_id = ?", &del, err);
+        rc = ink_db_prepare(s->db, "DELETE FROM workload_status WHERE node_id = ?", &del, err);
         if (rc == 0) {
             sqlite3_bind_text(del, 1, r->node_id, -1, SQLITE_STATIC);
             if (sqlite3_step(del) != SQLITE_DONE)
-                rc = db_err(s, err, "clear status");
+                rc = ink_db_err(s->db, err, "clear status");
         }
         if (rc == 0)
-            rc = prepare(s,
-                         "INSERT OR REPLACE INTO workload_status VALUES"
-                         " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                         &ins, err);
+            rc = ink_db_prepare(s->db,
+                                "INSERT OR REPLACE INTO workload_status VALUES"
+                                " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                &ins, err);
         for (size_t i = 0; rc == 0 && i < r->n_workloads; i++) {
             const Ink__V1__WorkloadStatus *w = r->workloads[i];
             sqlite3_reset(ins);
@@ -402,15 +375,15 @@ int ink_store_report_status(ink_store *s, const Ink__V1__ReportStatusRequest *r,
             sqlite3_bind_int64(ins, 9, w->since_unix_ms);
             sqlite3_bind_text(ins, 10, w->image_digest, -1, SQLITE_STATIC);
             if (sqlite3_step(ins) != SQLITE_DONE)
-                rc = db_err(s, err, "write status");
+                rc = ink_db_err(s->db, err, "write status");
         }
     }
     if (rc == 0 || rc == 1) {
-        if (exec_sql(s, "COMMIT", err) < 0)
+        if (ink_db_exec(s->db, "COMMIT", err) < 0)
             rc = -1;
     }
     if (rc < 0)
-        exec_sql(s, "ROLLBACK", NULL);
+        ink_db_exec(s->db, "ROLLBACK", NULL);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -452,11 +425,16 @@ static void read_node(sqlite3_stmt *st, ink_node_row *n)
     n->workloads = (uint32_t)sqlite3_column_int64(st, 20);
 }
 
+static void read_node_row(sqlite3_stmt *st, void *row)
+{
+    read_node(st, row);
+}
+
 int ink_store_get_node(ink_store *s, const char *id, ink_node_row *row, ink_err *err)
 {
     pthread_mutex_lock(&s->mu);
     cleanup_stmt sqlite3_stmt *st = NULL;
-    int rc = prepare(s, "SELECT " NODE_COLUMNS " FROM nodes WHERE id = ?", &st, err);
+    int rc = ink_db_prepare(s->db, "SELECT " NODE_COLUMNS " FROM nodes WHERE id = ?", &st, err);
     if (rc == 0) {
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW)
@@ -474,25 +452,10 @@ int ink_store_list_nodes(ink_store *s, ink_node_row **rows, size_t *n, ink_err *
     *n = 0;
     pthread_mutex_lock(&s->mu);
     cleanup_stmt sqlite3_stmt *st = NULL;
-    int rc = prepare(s, "SELECT " NODE_COLUMNS " FROM nodes ORDER BY id", &st, err);
-    size_t cap = 0;
-    while (rc == 0) {
-        int step = sqlite3_step(st);
-        if (step == SQLITE_DONE)
-            break;
-        if (step != SQLITE_ROW) {
-            rc = db_err(s, err, "list nodes");
-            break;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            ink_node_row *nr = realloc(*rows, cap * sizeof **rows);
-            if (!nr)
-                abort();
-            *rows = nr;
-        }
-        read_node(st, &(*rows)[(*n)++]);
-    }
+    int rc = ink_db_prepare(s->db, "SELECT " NODE_COLUMNS " FROM nodes ORDER BY id", &st, err);
+    if (rc == 0)
+        rc = ink_db_collect(s->db, st, "list nodes", sizeof **rows, (void **)rows, n, read_node_row,
+                            err);
     pthread_mutex_unlock(&s->mu);
     if (rc < 0) {
         free(*rows);
@@ -516,17 +479,17 @@ static Ink__V1__Assignment *unpack_spec(sqlite3_stmt *st, int col)
  * what is read inside it stays true until COMMIT. */
 static int begin_write(ink_store *s, ink_err *err)
 {
-    return exec_sql(s, "BEGIN IMMEDIATE", err);
+    return ink_db_exec(s->db, "BEGIN IMMEDIATE", err);
 }
 
 /* Commits when rc >= 0, rolls back otherwise; returns rc, or -1 when the
  * commit fails. */
 static int end_txn(ink_store *s, int rc, ink_err *err)
 {
-    if (rc >= 0 && exec_sql(s, "COMMIT", err) < 0)
+    if (rc >= 0 && ink_db_exec(s->db, "COMMIT", err) < 0)
         rc = -1;
     if (rc < 0)
-        exec_sql(s, "ROLLBACK", NULL);
+        ink_db_exec(s->db, "ROLLBACK", NULL);
     return rc;
 }
 
@@ -552,10 +515,11 @@ static int64_t write_change(ink_store *s, const char *node_id, const char *workl
     {
         cleanup_stmt sqlite3_stmt *st = NULL;
         if (op == LOG_UPSERT)
-            rc = prepare(s, "INSERT OR REPLACE INTO assignments VALUES (?1, ?2, ?3, ?4)", &st, err);
+            rc = ink_db_prepare(s->db, "INSERT OR REPLACE INTO assignments VALUES (?1, ?2, ?3, ?4)",
+                                &st, err);
         else
-            rc = prepare(s, "DELETE FROM assignments WHERE node_id = ?1 AND workload_id = ?2", &st,
-                         err);
+            rc = ink_db_prepare(
+                s->db, "DELETE FROM assignments WHERE node_id = ?1 AND workload_id = ?2", &st, err);
         if (rc == 0) {
             sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
@@ -564,12 +528,13 @@ static int64_t write_change(ink_store *s, const char *node_id, const char *workl
                 sqlite3_bind_blob(st, 4, spec, (int)spec_len, SQLITE_STATIC);
             }
             if (sqlite3_step(st) != SQLITE_DONE)
-                rc = db_err(s, err, "write assignment");
+                rc = ink_db_err(s->db, err, "write assignment");
         }
     }
     if (rc == 0) {
         cleanup_stmt sqlite3_stmt *st = NULL;
-        rc = prepare(s, "INSERT INTO assignment_log VALUES (?1, ?2, ?3, ?4, ?5)", &st, err);
+        rc = ink_db_prepare(s->db, "INSERT INTO assignment_log VALUES (?1, ?2, ?3, ?4, ?5)", &st,
+                            err);
         if (rc == 0) {
             sqlite3_bind_int64(st, 1, (int64_t)rev);
             sqlite3_bind_text(st, 2, node_id, -1, SQLITE_STATIC);
@@ -580,7 +545,7 @@ static int64_t write_change(ink_store *s, const char *node_id, const char *workl
             else
                 sqlite3_bind_null(st, 5);
             if (sqlite3_step(st) != SQLITE_DONE)
-                rc = db_err(s, err, "append log");
+                rc = ink_db_err(s->db, err, "append log");
         }
     }
     if (rc == 0)
@@ -619,8 +584,8 @@ static int get_spec(ink_store *s, const char *node_id, const char *workload_id,
 {
     *out = NULL;
     cleanup_stmt sqlite3_stmt *st = NULL;
-    if (prepare(s, "SELECT spec FROM assignments WHERE node_id = ? AND workload_id = ?", &st, err) <
-        0)
+    if (ink_db_prepare(s->db, "SELECT spec FROM assignments WHERE node_id = ? AND workload_id = ?",
+                       &st, err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
@@ -628,7 +593,7 @@ static int get_spec(ink_store *s, const char *node_id, const char *workload_id,
     if (step == SQLITE_DONE)
         return 1;
     if (step != SQLITE_ROW)
-        return db_err(s, err, "read assignment");
+        return ink_db_err(s->db, err, "read assignment");
     *out = unpack_spec(st, 0);
     if (!*out)
         return ink_err_set(err, 0, "database: corrupt assignment spec for %s on node %s",
@@ -694,13 +659,15 @@ int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const cha
     int exists = 0;
     {
         cleanup_stmt sqlite3_stmt *st = NULL;
-        exists =
-            prepare(s, "SELECT 1 FROM assignments WHERE node_id = ? AND workload_id = ?", &st, err);
+        exists = ink_db_prepare(
+            s->db, "SELECT 1 FROM assignments WHERE node_id = ? AND workload_id = ?", &st, err);
         if (exists == 0) {
             sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
             int step = sqlite3_step(st);
-            exists = step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : db_err(s, err, "read");
+            exists = step == SQLITE_ROW    ? 1
+                     : step == SQLITE_DONE ? 0
+                                           : ink_db_err(s->db, err, "read");
         }
     }
     /* Nothing to delete: no revision, no log entry for agents. */
@@ -738,11 +705,11 @@ int ink_store_compact_log(ink_store *s, uint64_t keep, ink_err *err)
         char buf[24];
         snprintf(buf, sizeof buf, "%llu", (unsigned long long)horizon);
         cleanup_stmt sqlite3_stmt *st = NULL;
-        rc = prepare(s, "DELETE FROM assignment_log WHERE revision <= ?", &st, err);
+        rc = ink_db_prepare(s->db, "DELETE FROM assignment_log WHERE revision <= ?", &st, err);
         if (rc == 0) {
             sqlite3_bind_int64(st, 1, (int64_t)horizon);
             if (sqlite3_step(st) != SQLITE_DONE)
-                rc = db_err(s, err, "compact log");
+                rc = ink_db_err(s->db, err, "compact log");
         }
         if (rc == 0)
             rc = meta_set(s, "compacted_revision", buf, err);
@@ -783,8 +750,8 @@ static int snapshot_locked(ink_store *s, const char *node_id, uint64_t revision,
                            ink_watch_batch *out, ink_err *err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
-    if (prepare(s, "SELECT spec FROM assignments WHERE node_id = ? ORDER BY workload_id", &st,
-                err) < 0)
+    if (ink_db_prepare(s->db, "SELECT spec FROM assignments WHERE node_id = ? ORDER BY workload_id",
+                       &st, err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
     Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__SNAPSHOT, revision);
@@ -797,7 +764,7 @@ static int snapshot_locked(ink_store *s, const char *node_id, uint64_t revision,
         add_assignment(ev, a);
     }
     if (step != SQLITE_DONE)
-        return db_err(s, err, "read assignments");
+        return ink_db_err(s->db, err, "read assignments");
     out->head = revision;
     return 0;
 }
@@ -809,7 +776,7 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
     pthread_mutex_lock(&s->mu);
     /* One read transaction: the revision, the log and the snapshot are
      * from the same state of the file, whichever process wrote it last. */
-    if (exec_sql(s, "BEGIN", err) < 0) {
+    if (ink_db_exec(s->db, "BEGIN", err) < 0) {
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
@@ -824,10 +791,10 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
         rc = snapshot_locked(s, node_id, revision, out, err);
     } else if (rc == 0) {
         cleanup_stmt sqlite3_stmt *st = NULL;
-        rc = prepare(s,
-                     "SELECT revision, workload_id, op, spec FROM assignment_log"
-                     " WHERE node_id = ? AND revision > ? ORDER BY revision LIMIT ?",
-                     &st, err);
+        rc = ink_db_prepare(s->db,
+                            "SELECT revision, workload_id, op, spec FROM assignment_log"
+                            " WHERE node_id = ? AND revision > ? ORDER BY revision LIMIT ?",
+                            &st, err);
         if (rc == 0) {
             sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, (int64_t)since);
@@ -853,7 +820,7 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
                 out->head = rev;
             }
             if (rc == 0 && step != SQLITE_DONE)
-                rc = db_err(s, err, "read log");
+                rc = ink_db_err(s->db, err, "read log");
             /* Fewer than `limit` rows: nothing else for this node up to now. */
             if (rc == 0 && out->n < limit)
                 out->head = revision;
@@ -907,13 +874,14 @@ int ink_store_list_workloads(ink_store *s, const char *node_id, ink_workload_row
     *n = 0;
     pthread_mutex_lock(&s->mu);
     cleanup_stmt sqlite3_stmt *st = NULL;
-    int rc = prepare(s,
-                     "SELECT a.node_id, a.workload_id, a.revision, a.spec, w.generation, w.state,"
-                     " w.reason, w.restarts, w.address, w.published_port, w.since_ms,"
-                     " w.image_digest FROM assignments a LEFT JOIN workload_status w"
-                     " ON w.node_id = a.node_id AND w.workload_id = a.workload_id"
-                     " WHERE ?1 IS NULL OR a.node_id = ?1 ORDER BY a.node_id, a.workload_id",
-                     &st, err);
+    int rc =
+        ink_db_prepare(s->db,
+                       "SELECT a.node_id, a.workload_id, a.revision, a.spec, w.generation, w.state,"
+                       " w.reason, w.restarts, w.address, w.published_port, w.since_ms,"
+                       " w.image_digest FROM assignments a LEFT JOIN workload_status w"
+                       " ON w.node_id = a.node_id AND w.workload_id = a.workload_id"
+                       " WHERE ?1 IS NULL OR a.node_id = ?1 ORDER BY a.node_id, a.workload_id",
+                       &st, err);
     if (rc == 0) {
         if (node_id)
             sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
@@ -926,7 +894,7 @@ int ink_store_list_workloads(ink_store *s, const char *node_id, ink_workload_row
         if (step == SQLITE_DONE)
             break;
         if (step != SQLITE_ROW) {
-            rc = db_err(s, err, "list workloads");
+            rc = ink_db_err(s->db, err, "list workloads");
             break;
         }
         Ink__V1__Assignment *spec = unpack_spec(st, 3);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,18 +193,13 @@ static void collect_garbage(ink_supervisor *s)
                 continue;
             cleanup_free char *path =
                 ink_xasprintf("%s/%s/state.json", s->workloads_dir, e->d_name);
-            cleanup_free char *text = NULL;
-            if (ink_read_file(path, 1 << 20, &text, NULL, NULL) < 0)
-                continue;
-            char *p = strstr(text, "\"image_digest\": \"");
-            if (!p)
-                continue;
-            p += strlen("\"image_digest\": \"");
-            char *q = strchr(p, '"');
-            if (q && q > p) {
-                *q = '\0';
-                add_string(&keep, &nkeep, p);
-            }
+            /* The same file reconcile.c writes: read it as JSON, not by
+             * its formatting. */
+            json_t *j = json_load_file(path, 0, NULL);
+            const char *digest = json_string_value(json_object_get(j, "image_digest"));
+            if (digest && *digest)
+                add_string(&keep, &nkeep, digest);
+            json_decref(j);
         }
         closedir(d);
     }
