@@ -12,6 +12,9 @@
 #   4. per-workload runsc memory: PSS of the sandbox's processes
 #   5. published-port throughput (splice forwarder) against connecting to
 #      the workload's address directly, 1 and 4 parallel downloads
+#   6. MCP create_app -> first HTTP 200 of the URL it returns, image cached
+#      (an AI agent's deploy), with the shell client's own overhead (an MCP
+#      ping, a curl of a serving URL) as the baseline
 #
 #   bench/agent_bench.sh [BUILD_DIR]   (default $INK_BUILD_DIR, else build/release)
 #   cmake --build BUILD_DIR --target agent_bench   (with -DINK_BUILD_BENCH=ON)
@@ -19,7 +22,9 @@
 # Needs root, runsc, docker-registry, skopeo, umoci, busybox, nsenter, curl,
 # jq, ip (scripts/install-deps). Takes about 3 minutes on 2 cores. Not a
 # test: ctest never runs it. INK_BENCH_KEEP_LOGS=DIR keeps the daemons'
-# logs; COLD_RUNS, LAT_RUNS, IDLE, TPUT_RUNS change the run counts.
+# logs; COLD_RUNS, LAT_RUNS, IDLE, TPUT_RUNS, MCP_RUNS change the run counts;
+# MCP_CPU=N deploys the MCP apps with N cores instead of create_app's
+# default (0.25, which also throttles the sandbox's own start).
 #
 # Safety: as in tests/integration/agent_e2e_test.sh, everything (registry,
 # coordinator, agent, sandboxes, every curl) lives in a network namespace
@@ -33,6 +38,7 @@ ROOT=$(dirname "$HERE")
 export INK_BUILD_DIR=${1:-${INK_BUILD_DIR:-$ROOT/build/release}}
 . "$ROOT/tests/integration/lib.sh"
 . "$ROOT/tests/integration/node_lib.sh"
+. "$ROOT/scripts/lib/mcp.sh"
 
 [ "$(id -u)" = 0 ] || fail "needs root (runsc sandboxes, namespaces, cgroups)"
 for tool in runsc docker-registry skopeo umoci busybox nsenter curl jq ip tar sha256sum; do
@@ -44,9 +50,12 @@ COLD_RUNS=${COLD_RUNS:-3}
 LAT_RUNS=${LAT_RUNS:-10}
 IDLE=${IDLE:-20}
 TPUT_RUNS=${TPUT_RUNS:-5}
+MCP_RUNS=${MCP_RUNS:-5}
+MCP_CPU=${MCP_CPU:-}
 
 P="bench$$" # workload id prefix
 REG=127.0.0.1:5000
+MCP_ADDR=127.0.0.1:7441
 CIDR=10.252.0.0/22
 
 NODE_KEEP_LOGS=${INK_BENCH_KEEP_LOGS:-}
@@ -103,7 +112,7 @@ PKI="$T/pki"
 C=("$COORD" --database="$T/db/ink.db" --tls-ca="$PKI/ca.crt"
 	--tls-cert="$PKI/ink-coordinator.crt" --tls-key="$PKI/ink-coordinator.key"
 	--heartbeat-interval=500ms --node-timeout=3s)
-"${IN[@]}" "${C[@]}" --listen=127.0.0.1:7440 serve >>"$T/coordinator.log" 2>&1 &
+"${IN[@]}" "${C[@]}" --listen=127.0.0.1:7440 --mcp-listen="$MCP_ADDR" serve >>"$T/coordinator.log" 2>&1 &
 PIDS+=($!)
 wait_until 10 "coordinator started" grep -q 'msg="coordinator started"' "$T/coordinator.log"
 
@@ -148,7 +157,7 @@ rm_and_wait() {
 http_code() { in_node curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
 
 echo "agent_bench: $(nproc) CPUs, $(runsc --version 2>/dev/null | head -n 1), build $BIN"
-echo "  (runs: $COLD_RUNS cold pulls, $LAT_RUNS assignment latencies, $IDLE idle workloads, $TPUT_RUNS downloads per path)"
+echo "  (runs: $COLD_RUNS cold pulls, $LAT_RUNS assignment latencies, $IDLE idle workloads, $TPUT_RUNS downloads per path, $MCP_RUNS MCP deploys)"
 
 # ============================================ 1. cold pull + unpack
 # Every run: a fresh agent (empty image store) pulls busybox:1, then big:1
@@ -272,6 +281,107 @@ printf "   of which: put -> agent notified %s (coordinator polls the database ev
 printf "             agent notified -> 200 %s, runsc run alone %s\n" \
 	"$(fmt "$(stats "${AGENTPART[@]}")" 0)" "$(fmt "$(stats "${RUNSC_MS[@]}")" 0)"
 
+# ==================================== 6. MCP create_app -> first HTTP 200
+# What an AI agent sees: create_app over Streamable HTTP (scripts/lib/mcp.sh:
+# curl + jq in the node namespace, one session) answers once the app
+# serves, with its URL; then this script's own curl polls that URL every
+# ~10 ms until 200. busybox:1 stays cached (held by $KEEP; the warm-up
+# round deploys it once more, untimed). Each round: a fresh app name,
+# create_app, poll, then delete_app and wait until the agent removed the
+# sandbox. Baselines of the same client: an MCP ping round trip and a poll
+# of the URL once it serves.
+MCP_URL="http://$MCP_ADDR/mcp"
+MCP_TMP="$T/mcp"
+MCP_CURL=in_node
+MCP_CLIENT=agent_bench
+mkdir -p "$MCP_TMP"
+mcp_fail() { fail "MCP $1: $2"; }
+MCP_KEY=$("${C[@]}" keys create --project bench --role deployer --name agent_bench 2>>"$T/keys.log")
+[[ $MCP_KEY =~ ^ink_[0-9a-f]{12}_[0-9a-f]{64}$ ]] || fail "keys create printed '$MCP_KEY'"
+mcp_up() { [ "$(in_node curl -s -o /dev/null -w '%{http_code}' -X POST "$MCP_URL")" = 401 ]; }
+wait_until 10 "MCP endpoint on $MCP_ADDR" mcp_up
+mcp_initialize || fail "MCP initialize: the new key was refused"
+MCP_ID=1
+# app_replicas NAME: the workload ids of app NAME's replicas on the node
+app_replicas() {
+	"${C[@]}" workload ls node-bench --json |
+		jq -r --arg re "^$1-[0-9a-f]{8}\$" '.[] | select(.workload_id | test($re)) | .workload_id'
+}
+# mcp_deploy NAME: create_app, then poll the URL it returns. Sets APP_URL,
+# CALL_MS (create_app sent -> answered), DEPLOY_MS (sent -> first 200), and
+# from the agent's log WANTED_MS (sent -> agent notified of the replica),
+# STARTED_MS (sent -> sandbox started) and RUNSC_RUN_MS.
+mcp_deploy() {
+	local args res t0 t1 t2 ok replica wanted started
+	args="{\"name\": \"$1\", \"image\": \"$REG/busybox:1\", \"port\": 80${MCP_CPU:+, \"cpu\": $MCP_CPU}}"
+	MCP_ID=$((MCP_ID + 1))
+	t0=$(now_ms)
+	res=$(mcp_tool "$MCP_ID" create_app "$args")
+	t1=$(now_ms)
+	read -r ok APP_URL < <(jq -r '[(.isError != true and .structuredContent.status == "running"),
+		.structuredContent.url // ""] | @tsv' <<<"$res")
+	if [ "$ok" != true ] || [ -z "$APP_URL" ]; then
+		fail "create_app did not answer 'running' with a URL after $((t1 - t0)) ms;" \
+			"request: tools/call create_app $args; response: $res"
+	fi
+	t2=$(first_200_ms "$APP_URL" 30) ||
+		fail "create_app $1 answered $APP_URL, which gave no 200 within 30 s (now: $(http_code "$APP_URL")); response: $res"
+	CALL_MS=$((t1 - t0))
+	DEPLOY_MS=$((t2 - t0))
+	replica=$(app_replicas "$1" | head -n 1)
+	[ -n "$replica" ] || fail "app $1 serves at $APP_URL but node-bench lists no replica of it"
+	wanted=$(log_line "$ALOG" "workload wanted" "$replica")
+	started=$(log_line "$ALOG" "workload started" "$replica")
+	if [ -z "$wanted" ] || [ -z "$started" ]; then
+		fail "replica $replica: no 'workload wanted' or 'workload started' line in $ALOG"
+	fi
+	WANTED_MS=$(($(log_ts_ms "$wanted") - t0))
+	STARTED_MS=$(($(log_ts_ms "$started") - t0))
+	RUNSC_RUN_MS=$(log_field ms "$started")
+}
+# mcp_delete NAME: delete_app, then wait until the agent removed every
+# replica. Sets DEL_MS (delete_app sent -> answered).
+mcp_delete() {
+	local res ids id t0
+	mapfile -t ids < <(app_replicas "$1")
+	[ "${#ids[@]}" -gt 0 ] || fail "app $1: no replica among node-bench's workloads"
+	MCP_ID=$((MCP_ID + 1))
+	t0=$(now_ms)
+	res=$(mcp_tool "$MCP_ID" delete_app "{\"name\": \"$1\"}")
+	DEL_MS=$(($(now_ms) - t0))
+	[ "$(jq -r '.structuredContent.status' <<<"$res")" = deleted ] ||
+		fail "request: tools/call delete_app {\"name\": \"$1\"}; response: $res"
+	for id in "${ids[@]}"; do wait_until 60 "$id removed" removed "$id"; done
+}
+mcp_deploy "$P-mwarm"
+MCP_WARM=$DEPLOY_MS
+mcp_delete "$P-mwarm"
+pulls_before=$(grep -c 'msg="image pulled".* fetched_bytes=[1-9]' "$ALOG" || true)
+MCP_LAT=() MCP_WANTED=() MCP_STARTED=() MCP_RUNSC=() MCP_ANSWERED=() MCP_AFTER=()
+MCP_DEL=() MCP_PING=() MCP_PROBE=()
+for i in $(seq "$MCP_RUNS"); do
+	mcp_deploy "$P-m$i"
+	MCP_LAT+=("$DEPLOY_MS")
+	MCP_WANTED+=("$WANTED_MS")
+	MCP_STARTED+=($((STARTED_MS - WANTED_MS)))
+	MCP_RUNSC+=("$RUNSC_RUN_MS")
+	MCP_ANSWERED+=($((CALL_MS - STARTED_MS)))
+	MCP_AFTER+=($((DEPLOY_MS - CALL_MS)))
+	t0=$(now_ms)
+	t1=$(first_200_ms "$APP_URL" 5) || fail "$APP_URL stopped answering"
+	MCP_PROBE+=($((t1 - t0)))
+	MCP_ID=$((MCP_ID + 1))
+	t0=$(now_ms)
+	mcp_request "$MCP_ID" ping >/dev/null
+	MCP_PING+=($(($(now_ms) - t0)))
+	mcp_delete "$P-m$i"
+	MCP_DEL+=("$DEL_MS")
+done
+pulls_after=$(grep -c 'msg="image pulled".* fetched_bytes=[1-9]' "$ALOG" || true)
+[ "$pulls_after" = "$pulls_before" ] || fail "the cached image was fetched again during the MCP runs"
+mcp_close
+MCP_URL_SEEN=$APP_URL
+
 # ============================================= 5. published-port throughput
 # (before the idle workloads: 20 sandboxes would share the 2 CPUs)
 ADDR=$(wl address "$BIGW")
@@ -386,6 +496,22 @@ printf "   4 parallel downloads, aggregate, 3 runs each: published %s  direct %s
 	"$(fmt "$(stats "${TP4[@]}")" 0)" "$(fmt "$(stats "${TD4[@]}")" 0)"
 printf "      published/direct: medians %s, best runs %s\n" \
 	"$(div "$(median "${TP4[@]}")" "$(median "${TD4[@]}")")" "$(div "$(best "${TP4[@]}")" "$(best "${TD4[@]}")")"
+
+echo
+echo "6. MCP create_app -> first HTTP 200 of the URL it returns, image cached, $MCP_RUNS runs," \
+	"${MCP_CPU:-0.25 (default)} CPU, ms"
+MCP_MED=$(median "${MCP_LAT[@]}")
+printf "   create_app sent -> 200   median %s   target < 1000: %s\n" \
+	"$(fmt "$(stats "${MCP_LAT[@]}")" 0)" "$(awk -v m="$MCP_MED" 'BEGIN { print (m < 1000 ? "met" : "MISSED") }')"
+printf "   of which: sent -> agent notified %s, -> sandbox started %s (runsc run alone %s),\n" \
+	"$(fmt "$(stats "${MCP_WANTED[@]}")" 0)" "$(fmt "$(stats "${MCP_STARTED[@]}")" 0)" \
+	"$(fmt "$(stats "${MCP_RUNSC[@]}")" 0)"
+printf "             -> create_app answered %s, -> 200 at this script's curl %s\n" \
+	"$(fmt "$(stats "${MCP_ANSWERED[@]}")" 0)" "$(fmt "$(stats "${MCP_AFTER[@]}")" 0)"
+printf "   baseline, same client (curl + jq via nsenter): MCP ping %s, poll of a serving URL %s\n" \
+	"$(fmt "$(stats "${MCP_PING[@]}")" 0)" "$(fmt "$(stats "${MCP_PROBE[@]}")" 0)"
+printf "   delete_app answered after %s; warm-up deploy %d ms; URLs like %s\n" \
+	"$(fmt "$(stats "${MCP_DEL[@]}")" 0)" "$MCP_WARM" "$MCP_URL_SEEN"
 
 # ------------------------------------------------------------- wind down
 ids=()

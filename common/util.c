@@ -66,6 +66,14 @@ void *ink_xcalloc(size_t n, size_t sz)
     return p;
 }
 
+void *ink_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort();
+    return q;
+}
+
 char *ink_xstrdup(const char *s)
 {
     char *p = strdup(s ? s : "");
@@ -236,6 +244,19 @@ void ink_hex(const uint8_t *in, size_t n, char *out)
         out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * n] = '\0';
+}
+
+void ink_format_utc(int64_t ms, bool millis, char *out, size_t outlen)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (millis)
+        snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
+    else
+        snprintf(out, outlen, "%sZ", base);
 }
 
 bool ink_valid_name(const char *s)

@@ -35,6 +35,7 @@ int64_t ink_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
 
 void *ink_xmalloc(size_t n); /* aborts on OOM: callers cannot recover from it */
 void *ink_xcalloc(size_t n, size_t sz);
+void *ink_xrealloc(void *p, size_t n);
 char *ink_xstrdup(const char *s);
 char *ink_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -56,10 +57,14 @@ int ink_mkdir_p(const char *path, unsigned mode, ink_err *err);
 /* Fills buf with random bytes from getrandom(2). */
 int ink_random_bytes(void *buf, size_t len, ink_err *err);
 
-/* A random id as lowercase hex of nbytes random bytes (out >= 2*nbytes+1). */
 /* Lowercase hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void ink_hex(const uint8_t *in, size_t n, char *out);
+/* A random id as lowercase hex of nbytes random bytes (out >= 2*nbytes+1). */
 int ink_random_hex(char *out, size_t nbytes, ink_err *err);
+
+/* ms since the epoch as RFC 3339 UTC: "2026-11-23T10:00:00Z", or with
+ * millis "2026-11-23T10:00:00.123Z". out needs 32 bytes. */
+void ink_format_utc(int64_t ms, bool millis, char *out, size_t outlen);
 
 /* Names of nodes, apps and projects: [a-z0-9][a-z0-9-]{0,62}. */
 bool ink_valid_name(const char *s);

@@ -9,6 +9,7 @@
 
 #include "coordinator.h"
 #include "db.h"
+#include "secretbox.h"
 #include "util.h"
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
@@ -26,21 +27,20 @@ static int sha256(const void *a, size_t alen, const void *b, size_t blen, uint8_
 
 /* --------------------------------------------------------------- redaction */
 
+/* The same fingerprint the CLI and the apps layer show for a secret
+ * (secretbox.c), so an audit entry can be matched against them. */
 static json_t *fingerprint(const json_t *v)
 {
-    uint8_t d[32];
-    char hex[65];
-    int rc;
+    char hex[17];
     if (json_is_string(v)) {
-        rc = sha256(json_string_value(v), json_string_length(v), NULL, 0, d);
+        ink_secret_fingerprint_len(json_string_value(v), json_string_length(v), hex);
     } else {
         char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-        rc = text ? sha256(text, strlen(text), NULL, 0, d) : -1;
+        if (!text)
+            return json_pack("{s:s}", "sha256", "unavailable");
+        ink_secret_fingerprint(text, hex);
         free(text);
     }
-    if (rc < 0)
-        return json_pack("{s:s}", "sha256", "unavailable");
-    ink_hex(d, 8, hex); /* 16 hex digits: enough to tell values apart */
     return json_pack("{s:s}", "sha256", hex);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "controller.h"
 #include "log.h"
 #include "util.h"
 
@@ -34,6 +35,8 @@ const ink_opt ink_coordinator_options[] = {
          "how often agents report status", 100, 600000),
     OPTN("node_timeout", node_timeout_ms, INK_OPT_DURATION, "20s",
          "silence after which a node is marked unreachable", 500, 86400000),
+    OPTN("node_lost_timeout", node_lost_timeout_ms, INK_OPT_DURATION, "2m",
+         "silence after which a node's replicas are placed on other nodes", 1000, 604800000),
     OPTN("watch_progress", watch_progress_ms, INK_OPT_DURATION, "10s",
          "keepalive event on quiet assignment streams", 100, 3600000),
     OPTN("watch_stream_timeout", watch_stream_timeout_ms, INK_OPT_DURATION, "10m",
@@ -42,6 +45,13 @@ const ink_opt ink_coordinator_options[] = {
     OPT(log_level, INK_OPT_STRING, "info", "debug, info, warn or error", 0, 0),
     OPT(log_format, INK_OPT_STRING, "auto", "auto (journal when under systemd), logfmt, journal", 0,
         0),
+    OPT(mcp_listen, INK_OPT_STRING, "127.0.0.1:7441",
+        "address of the MCP Streamable HTTP endpoint (/mcp); empty disables it", 0, 0),
+    OPT(mcp_allowed_origins, INK_OPT_STRING, "",
+        "comma-separated Origin values allowed on MCP requests (none: no browser pages)", 0, 0),
+    OPT(mcp_max_body, INK_OPT_SIZE, "4M", "largest MCP request body", 65536, 268435456),
+    OPTN("deploy_wait", deploy_wait_ms, INK_OPT_DURATION, "45s",
+         "how long create_app and update_app wait for the app to serve", 1000, 600000),
     {0},
 };
 
@@ -122,6 +132,14 @@ static void *background_loop(void *arg)
         c->kicked = false;
         pthread_mutex_unlock(&c->mu);
 
+        ink_controller_opts co = {
+            .node_timeout_ms = c->cfg->node_timeout_ms,
+            .node_lost_ms = c->cfg->node_lost_timeout_ms,
+            .place_grace_ms = 15000,
+            .probe_timeout_ms = 1000,
+        };
+        /* Before the pump: replicas placed now reach their agents at once. */
+        ink_controller_pass(c->store, &co, ink_now_ms());
         ink_watchers_pump(c);
         int64_t now = ink_mono_ms();
         if (now >= next_liveness) {

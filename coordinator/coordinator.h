@@ -24,11 +24,17 @@ typedef struct ink_coordinator_config {
     bool insecure_dev;
     int64_t heartbeat_interval_ms;
     int64_t node_timeout_ms;
+    int64_t node_lost_timeout_ms;
     int64_t watch_progress_ms;
     int64_t watch_stream_timeout_ms;
     int64_t rpc_threads;
     char *log_level;
     char *log_format;
+    /* MCP (tools.c) */
+    char *mcp_listen;          /* "" disables the HTTP transport */
+    char *mcp_allowed_origins; /* comma-separated exact Origin values */
+    uint64_t mcp_max_body;
+    int64_t deploy_wait_ms;
 } ink_coordinator_config;
 
 extern const ink_opt ink_coordinator_options[];

@@ -10,10 +10,15 @@
  *   ink-coordinator keys create --project P --role deployer|reader [--name LABEL]
  *   ink-coordinator keys list [--json] | keys revoke KEYID
  *   ink-coordinator audit verify | audit list [--tail N] [--json]
+ *   ink-coordinator mcp-stdio       (MCP over stdin/stdout, key in INK_API_KEY)
  */
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include "audit.h"
 #include "coordinator.h"
@@ -21,6 +26,7 @@
 #include "ink_version.h"
 #include "keys.h"
 #include "log.h"
+#include "tools.h"
 #include "util.h"
 
 static void usage(FILE *out)
@@ -51,11 +57,19 @@ static void usage(FILE *out)
             "  audit verify               check the audit log's hash chain; exit 1 if broken\n"
             "  audit list [--tail N] [--json]\n"
             "                             audit log entries, oldest first\n"
+            "  mcp-stdio                  serve MCP on stdin/stdout to one client (an AI agent\n"
+            "                             that starts this command); API key in INK_API_KEY,\n"
+            "                             logs on stderr. Runs beside the daemon, which deploys\n"
             "  version                    print the version\n"
             "\n"
             "options (config file %s, or flags):\n",
             INK_COORDINATOR_DEFAULT_CONFIG);
     ink_config_print_reference(ink_coordinator_options, out);
+}
+
+static void kick_coordinator(void *arg)
+{
+    ink_coordinator_kick(arg);
 }
 
 static int serve(ink_coordinator_config *cfg)
@@ -71,17 +85,92 @@ static int serve(ink_coordinator_config *cfg)
         ink_rpc_shutdown();
         return 1;
     }
-    char port[16];
+    /* MCP after NodeService: a tool call may need the agents. */
+    ink_tools_ctx tc = {.store = c.store, .cfg = cfg, .kick = kick_coordinator, .kick_arg = &c};
+    ink_tools *tools = ink_tools_new(&tc, &err);
+    ink_mcp_http *mcp = NULL;
+    if (tools && *cfg->mcp_listen)
+        mcp = ink_tools_http_start(tools, &err);
+    if (!tools || (*cfg->mcp_listen && !mcp)) {
+        LOG_ERROR("cannot start MCP", "listen", cfg->mcp_listen, "error", err.msg);
+        ink_tools_free(tools);
+        ink_coordinator_stop(&c);
+        ink_rpc_shutdown();
+        return 1;
+    }
+    char port[16], mcp_port[16] = "off";
     snprintf(port, sizeof port, "%d", ink_rpc_server_port(c.rpc));
+    if (mcp)
+        snprintf(mcp_port, sizeof mcp_port, "%d", ink_mcp_http_port(mcp));
     LOG_INFO("coordinator started", "version", INK_VERSION, "listen", cfg->listen, "port", port,
-             "database", cfg->database, "coordinator_id", ink_store_coordinator_id(c.store), "tls",
+             "mcp_listen", cfg->mcp_listen, "mcp_port", mcp_port, "database", cfg->database,
+             "coordinator_id", ink_store_coordinator_id(c.store), "tls",
              cfg->insecure_dev ? "off" : "mutual");
     int sig = ink_wait_for_shutdown();
     LOG_INFO("shutting down", "signal", strsignal(sig));
+    /* MCP first: no new tool call may start while the rest goes away. */
+    ink_mcp_http_stop(mcp);
+    ink_tools_free(tools);
     ink_coordinator_stop(&c);
     ink_rpc_shutdown();
     LOG_INFO("stopped");
     return 0;
+}
+
+/* One MCP client on stdin/stdout, beside the daemon: this process only
+ * answers tool calls on the shared database, the daemon's controller does
+ * the work. stdout carries MCP only; logs go to stderr. */
+static int mcp_stdio(const ink_coordinator_config *cfg)
+{
+    const char *key = getenv("INK_API_KEY");
+    if (!key || !*key) {
+        fprintf(stderr, "ink-coordinator mcp-stdio: INK_API_KEY is not set: give it an API key "
+                        "made with `ink-coordinator keys create`\n");
+        return 1;
+    }
+    ink_block_signals();
+    /* SIGTERM/SIGINT (blocked above) end the session through this fd. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    ink_store *store = NULL;
+    ink_err err = {0};
+    if (sfd < 0 || ink_store_open(cfg->database, &store, &err) < 0) {
+        fprintf(stderr, "ink-coordinator mcp-stdio: %s\n", sfd < 0 ? "signalfd failed" : err.msg);
+        if (sfd >= 0)
+            close(sfd);
+        return 1;
+    }
+    ink_rpc_init();
+    ink_tools_ctx tc = {.store = store, .cfg = cfg, .recheck_key = key};
+    ink_tools *tools = ink_tools_new(&tc, &err);
+    const ink_caller *who = NULL;
+    int rc = tools ? ink_tools_verify_key(tools, key, &who, &err) : -1;
+    if (rc != 1) {
+        fprintf(stderr, "ink-coordinator mcp-stdio: %s\n",
+                rc == 0 ? "INK_API_KEY is not a valid API key (unknown, revoked or mistyped)"
+                        : err.msg);
+        ink_tools_free(tools);
+        ink_rpc_shutdown();
+        ink_store_close(store);
+        close(sfd);
+        return 1;
+    }
+    LOG_INFO("mcp-stdio started", "version", INK_VERSION, "key_id", who->key_id, "project",
+             who->project, "role", ink_key_role_name(who->role), "database", cfg->database);
+    ink_mcp_stdio_opts so = {
+        .in_fd = 0, .out_fd = 1, .stop_fd = sfd, .auth = (void *)who, .drain_ms = 2000};
+    rc = ink_mcp_stdio_run(ink_tools_server(tools), &so, &err);
+    if (rc < 0)
+        LOG_ERROR("mcp-stdio failed", "error", err.msg);
+    ink_tools_free(tools);
+    ink_rpc_shutdown();
+    ink_store_close(store);
+    close(sfd);
+    LOG_INFO("mcp-stdio stopped");
+    return rc < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -144,6 +233,16 @@ int main(int argc, char **argv)
         rc = ink_cmd_keys(&cfg, argc - idx - 1, argv + idx + 1, stdout, stderr);
     } else if (strcmp(cmd, "audit") == 0) {
         rc = ink_cmd_audit(&cfg, argc - idx - 1, argv + idx + 1, stdout, stderr);
+    } else if (strcmp(cmd, "mcp-stdio") == 0) {
+        int rest = idx + 1;
+        if (ink_config_parse_args(ink_coordinator_options, &cfg, argc, argv, &rest, &err) < 0 ||
+            rest < argc) {
+            fprintf(stderr, "ink-coordinator mcp-stdio: %s\n",
+                    err.msg[0] ? err.msg : "unexpected argument");
+            rc = 2;
+        } else {
+            rc = mcp_stdio(&cfg);
+        }
     } else if (strcmp(cmd, "version") == 0) {
         printf("ink-coordinator %s\n", INK_VERSION);
         rc = 0;

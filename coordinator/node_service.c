@@ -97,6 +97,8 @@ static void handle_report_status(ink_rpc_call *call, const ProtobufCMessage *msg
     Ink__V1__ReportStatusResponse resp = INK__V1__REPORT_STATUS_RESPONSE__INIT;
     resp.heartbeat_interval_ms = (uint32_t)c->cfg->heartbeat_interval_ms;
     ink_rpc_reply(call, &resp.base);
+    /* A replica that changed state may end an operation a client waits on. */
+    ink_coordinator_kick(c);
 }
 
 /* ------------------------------------------------------------ watch streams

@@ -1,12 +1,17 @@
 #include "store.h"
 
+#include <errno.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "db.h"
+#include "log.h"
+#include "secretbox.h"
 #include "util.h"
 
 /* Nothing about assignments is cached here: the operator CLI writes the
@@ -16,7 +21,10 @@ struct ink_store {
     sqlite3 *db;
     pthread_mutex_t mu; /* one connection, many RPC threads */
     char coordinator_id[33];
+    ink_secretbox *box; /* seals secret_env values; immutable, used without mu */
 };
+
+static int open_secrets(ink_store *s, ink_err *err);
 
 /* Schema migrations, applied in order; PRAGMA user_version records how many
  * ran. Never edit a shipped step: append a new one. */
@@ -67,6 +75,44 @@ static const char *migrations[] = {
     "  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;"
     "INSERT INTO meta VALUES ('audit_head_seq', '0'),"
     "  ('audit_head_hash', '0000000000000000000000000000000000000000000000000000000000000000');",
+    /* 3: apps (apps.c, controller.c). An app's replicas are assignments
+     * written in the same transaction as their replicas rows. Deleted apps
+     * keep their row (deleted_ms) until their replicas are gone, so names
+     * and published ports are unique among live apps only. Operations are
+     * durable; (project, idempotency_key) finds a retried request. */
+    "ALTER TABLE nodes ADD COLUMN public_address TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE apps ("
+    "  id TEXT PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,"
+    "  secret_env TEXT, secret_names TEXT NOT NULL DEFAULT '[]', generation INTEGER NOT NULL,"
+    "  published_port INTEGER NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,"
+    "  deleted_ms INTEGER NOT NULL DEFAULT 0, last_operation TEXT);"
+    "CREATE UNIQUE INDEX apps_live_name ON apps (project, name) WHERE deleted_ms = 0;"
+    "CREATE UNIQUE INDEX apps_live_port ON apps (published_port) WHERE deleted_ms = 0;"
+    "CREATE TABLE replicas ("
+    "  workload_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, slot INTEGER NOT NULL,"
+    "  generation INTEGER NOT NULL, node_id TEXT NOT NULL, cpu_millis INTEGER NOT NULL,"
+    "  memory_bytes INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    "  last_state TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX replicas_app ON replicas (app_id, slot);"
+    "CREATE INDEX replicas_node ON replicas (node_id);"
+    "CREATE TABLE operations ("
+    "  id TEXT PRIMARY KEY, project TEXT NOT NULL, app_id TEXT NOT NULL, app_name TEXT NOT NULL,"
+    "  kind TEXT NOT NULL, key_id TEXT NOT NULL, idempotency_key TEXT,"
+    "  request_hash TEXT NOT NULL, generation INTEGER NOT NULL, status TEXT NOT NULL,"
+    "  message TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0, url TEXT,"
+    "  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX operations_idempotency ON operations (project, idempotency_key)"
+    "  WHERE idempotency_key IS NOT NULL;"
+    "CREATE INDEX operations_app ON operations (app_id, created_ms);"
+    "CREATE TABLE app_events ("
+    "  seq INTEGER PRIMARY KEY, app_id TEXT NOT NULL, time_ms INTEGER NOT NULL,"
+    "  message TEXT NOT NULL);"
+    "CREATE INDEX app_events_app ON app_events (app_id, seq);"
+    "CREATE TABLE resources ("
+    "  id TEXT PRIMARY KEY, project TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,"
+    "  size_mb INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    "  deleted_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX resources_live ON resources (project, name) WHERE deleted_ms = 0;",
 };
 
 enum { LOG_UPSERT = 1, LOG_DELETE = 2 };
@@ -210,6 +256,11 @@ int ink_store_open(const char *path, ink_store **out, ink_err *err)
             return -1;
         }
     }
+    if (open_secrets(s, err) < 0) {
+        ink_err_wrap(err, "%s", path);
+        ink_store_close(s);
+        return -1;
+    }
     *out = s;
     return 0;
 }
@@ -220,6 +271,7 @@ void ink_store_close(ink_store *s)
         return;
     if (s->db)
         sqlite3_close(s->db);
+    ink_secretbox_free(s->box);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -285,11 +337,12 @@ int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *r, int
         s->db,
         "INSERT INTO nodes (id, hostname, addresses, agent_endpoint, cpus, memory_bytes,"
         " disk_bytes, runsc_version, kernel, features, agent_version, instance_id,"
-        " registered_at, last_seen) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13) "
+        " registered_at, last_seen, public_address)"
+        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13,?14) "
         "ON CONFLICT (id) DO UPDATE SET hostname = ?2, addresses = ?3, agent_endpoint = ?4,"
         " cpus = ?5, memory_bytes = ?6, disk_bytes = ?7, runsc_version = ?8, kernel = ?9,"
         " features = ?10, agent_version = ?11, instance_id = ?12, registered_at = ?13,"
-        " last_seen = ?13, registrations = registrations + 1",
+        " last_seen = ?13, registrations = registrations + 1, public_address = ?14",
         &st, err);
     if (rc == 0) {
         const Ink__V1__Capacity *cap = r->capacity;
@@ -306,6 +359,7 @@ int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *r, int
         sqlite3_bind_text(st, 11, r->agent_version, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 12, r->instance_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 13, now_ms);
+        sqlite3_bind_text(st, 14, r->public_address, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = ink_db_err(s->db, err, "register node");
     }
@@ -397,7 +451,8 @@ static void copy_col(char *out, size_t outlen, sqlite3_stmt *st, int col)
 #define NODE_COLUMNS                                                                               \
     "id, hostname, addresses, agent_endpoint, cpus, memory_bytes, disk_bytes, runsc_version,"      \
     " kernel, features, agent_version, instance_id, registered_at, last_seen, registrations,"      \
-    " applied_revision, load1, memory_used, memory_available, disk_free, workloads"
+    " applied_revision, load1, memory_used, memory_available, disk_free, workloads,"               \
+    " public_address"
 
 static void read_node(sqlite3_stmt *st, ink_node_row *n)
 {
@@ -423,6 +478,7 @@ static void read_node(sqlite3_stmt *st, ink_node_row *n)
     n->memory_available_bytes = (uint64_t)sqlite3_column_int64(st, 18);
     n->disk_free_bytes = (uint64_t)sqlite3_column_int64(st, 19);
     n->workloads = (uint32_t)sqlite3_column_int64(st, 20);
+    copy_col(n->public_address, sizeof n->public_address, st, 21);
 }
 
 static void read_node_row(sqlite3_stmt *st, void *row)
@@ -500,11 +556,269 @@ static int read_revision(ink_store *s, uint64_t *rev, ink_err *err)
     return meta_u64(s, "revision", rev, err);
 }
 
-/* Writes one change under the next revision and appends it to the log.
- * Called with s->mu held, inside begin_write(). Returns the revision. */
-static int64_t write_change(ink_store *s, const char *node_id, const char *workload_id, int op,
-                            const uint8_t *spec, size_t spec_len, ink_err *err)
+/* ---------------------------------------------------------------- secrets */
+
+/* secret_env values reach the database only sealed (secretbox.h): every
+ * spec blob is written by write_change(), which packs through
+ * pack_sealed(). Names stay plain (lists show them). The watch stream to
+ * agents, and the "same spec?" check of set_assignment, unseal. */
+
+#define SECRET_KEY_FILE "secret.key"
+/* meta.secret_check holds this text sealed with the database's key. */
+#define SECRET_CHECK_TEXT "ink secret key check"
+
+static uint8_t *pack_assignment(const Ink__V1__Assignment *a, size_t *len);
+
+/* a packed with each secret_env value sealed; a itself is not touched.
+ * NULL when sealing fails. */
+static uint8_t *pack_sealed(ink_store *s, const Ink__V1__Assignment *a, size_t *len, ink_err *err)
 {
+    size_t n = a->n_secret_env, i;
+    Ink__V1__EnvVar *vars = ink_xcalloc(n ? n : 1, sizeof *vars);
+    Ink__V1__EnvVar **ptrs = ink_xcalloc(n ? n : 1, sizeof *ptrs);
+    uint8_t *buf = NULL;
+    for (i = 0; i < n; i++) {
+        const char *plain = a->secret_env[i]->value ? a->secret_env[i]->value : "";
+        vars[i] = *a->secret_env[i];
+        vars[i].value = ink_secretbox_seal(s->box, plain, strlen(plain));
+        if (!vars[i].value)
+            break;
+        ptrs[i] = &vars[i];
+    }
+    if (i == n) {
+        Ink__V1__Assignment copy = *a;
+        copy.secret_env = ptrs;
+        buf = pack_assignment(&copy, len);
+    } else {
+        ink_err_set(err, 0, "workload %s: cannot encrypt secret %s", a->workload_id,
+                    a->secret_env[i]->name);
+    }
+    for (size_t j = 0; j < i; j++)
+        free(vars[j].value);
+    free(vars);
+    free(ptrs);
+    return buf;
+}
+
+/* Replaces each sealed secret_env value of a (as unpacked from the
+ * database) with its plaintext; -1 names the first that does not open,
+ * leaving a for free_spec(). */
+static int unseal_spec(ink_store *s, Ink__V1__Assignment *a, ink_err *err)
+{
+    for (size_t i = 0; i < a->n_secret_env; i++) {
+        Ink__V1__EnvVar *v = a->secret_env[i];
+        char *plain;
+        if (ink_secretbox_unseal(s->box, v->value, &plain, NULL, err) < 0)
+            return ink_err_wrap(err, "workload %s: secret %s", a->workload_id, v->name);
+        /* protobuf-c allocates each string with malloc and frees it with
+         * free, the default stays shared. */
+        if (v->value != protobuf_c_empty_string)
+            free(v->value);
+        v->value = plain;
+    }
+    return 0;
+}
+
+/* Frees an unpacked spec that may hold unsealed secrets, wiping them. */
+static void free_spec(Ink__V1__Assignment *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->n_secret_env; i++) {
+        char *v = a->secret_env[i]->value;
+        if (v && *v)
+            OPENSSL_cleanse(v, strlen(v));
+    }
+    ink__v1__assignment__free_unpacked(a, NULL);
+}
+
+static void free_packed(uint8_t *buf, size_t len)
+{
+    if (buf)
+        OPENSSL_cleanse(buf, len);
+    free(buf);
+}
+
+/* secret.key in the database's directory (SQLite's full name of the file,
+ * so relative paths and URIs resolve as SQLite resolved them); NULL for an
+ * in-memory or temporary database, whose secrets never outlive the
+ * process, so neither need the key. */
+static char *key_path_for(ink_store *s)
+{
+    const char *file = sqlite3_db_filename(s->db, "main");
+    if (!file || !*file)
+        return NULL;
+    const char *slash = strrchr(file, '/');
+    if (!slash)
+        return ink_xstrdup(SECRET_KEY_FILE);
+    if (slash == file)
+        return ink_xstrdup("/" SECRET_KEY_FILE);
+    return ink_xasprintf("%.*s/%s", (int)(slash - file), file, SECRET_KEY_FILE);
+}
+
+static int check_key(ink_store *s, const char *check, const char *key_path, ink_err *err)
+{
+    cleanup_free char *plain = NULL;
+    if (ink_secretbox_unseal(s->box, check, &plain, NULL, NULL) < 0 ||
+        strcmp(plain, SECRET_CHECK_TEXT) != 0)
+        return ink_err_set(err, 0,
+                           "secret key file %s is not the key this database's secrets are "
+                           "sealed with (database copied or restored without its key file?): "
+                           "refusing to use it",
+                           key_path ? key_path : "(in memory)");
+    return 0;
+}
+
+typedef struct resealed {
+    int64_t rowid;
+    uint8_t *spec;
+    size_t len;
+} resealed;
+
+/* Seals the plaintext secret values of every spec in table (assignments
+ * or assignment_log). *n counts the rows rewritten. */
+static int seal_table(ink_store *s, const char *table, size_t *n, ink_err *err)
+{
+    resealed *rows = NULL;
+    size_t cap = 0;
+    *n = 0;
+    int rc = 0;
+    {
+        /* Collected first, written after: a row updated while the SELECT
+         * walks the table may be visited again, and sealed twice. */
+        cleanup_free char *sql =
+            ink_xasprintf("SELECT rowid, spec FROM %s WHERE spec IS NOT NULL", table);
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = ink_db_prepare(s->db, sql, &st, err);
+        int step = SQLITE_DONE;
+        while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            Ink__V1__Assignment *a = unpack_spec(st, 1);
+            if (!a) {
+                rc = ink_err_set(err, 0, "database: corrupt spec in %s row %lld", table,
+                                 (long long)sqlite3_column_int64(st, 0));
+                break;
+            }
+            if (a->n_secret_env > 0) {
+                if (*n == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    resealed *nr = realloc(rows, cap * sizeof *rows);
+                    if (!nr)
+                        abort();
+                    rows = nr;
+                }
+                resealed *r = &rows[*n];
+                r->rowid = sqlite3_column_int64(st, 0);
+                r->spec = pack_sealed(s, a, &r->len, err);
+                if (!r->spec)
+                    rc = -1;
+                else
+                    (*n)++;
+            }
+            free_spec(a);
+        }
+        if (rc == 0 && step != SQLITE_DONE)
+            rc = ink_db_err(s->db, err, "read specs");
+    }
+    if (rc == 0 && *n > 0) {
+        cleanup_free char *sql = ink_xasprintf("UPDATE %s SET spec = ? WHERE rowid = ?", table);
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = ink_db_prepare(s->db, sql, &st, err);
+        for (size_t i = 0; rc == 0 && i < *n; i++) {
+            sqlite3_reset(st);
+            sqlite3_bind_blob(st, 1, rows[i].spec, (int)rows[i].len, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, rows[i].rowid);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = ink_db_err(s->db, err, "seal secrets");
+        }
+    }
+    for (size_t i = 0; i < *n; i++)
+        free(rows[i].spec);
+    free(rows);
+    return rc;
+}
+
+/* The first open by a coordinator that seals: seal the secrets that
+ * earlier versions stored as plaintext and record which key seals this
+ * database, in one transaction, so that no file holds a mix. Another
+ * process may be doing the same: the check is read again under the write
+ * lock, and the loser only verifies. */
+static int seal_first(ink_store *s, const char *key_path, ink_err *err)
+{
+    /* So the plaintext the rewritten rows held is overwritten, not left in
+     * free space (Debian's SQLite has this on by default; others not). */
+    if (ink_db_exec(s->db, "PRAGMA secure_delete = ON", err) < 0 || begin_write(s, err) < 0)
+        return -1;
+    char check[128];
+    size_t n_assign = 0, n_log = 0;
+    int rc = meta_get(s, "secret_check", check, sizeof check, err);
+    if (rc == 0) {
+        rc = check_key(s, check, key_path, err);
+    } else if (rc == 1) {
+        rc = seal_table(s, "assignments", &n_assign, err);
+        if (rc == 0)
+            rc = seal_table(s, "assignment_log", &n_log, err);
+        if (rc == 0) {
+            cleanup_free char *sealed =
+                ink_secretbox_seal(s->box, SECRET_CHECK_TEXT, strlen(SECRET_CHECK_TEXT));
+            rc = sealed ? meta_set(s, "secret_check", sealed, err)
+                        : ink_err_set(err, 0, "cannot encrypt: the cipher failed");
+        }
+    }
+    if (end_txn(s, rc, err) < 0)
+        return -1;
+    if (n_assign + n_log > 0) {
+        /* Move the rewritten pages into the main file and empty the WAL,
+         * which may still hold the old ones. Best effort: a reader may
+         * hold it; the next checkpoints get there. */
+        ink_db_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL);
+        LOG_INFO("sealed the secret values stored in plaintext by an earlier version",
+                 "assignments", LOG_U64(n_assign), "log_entries", LOG_U64(n_log));
+    }
+    return 0;
+}
+
+static int open_secrets(ink_store *s, ink_err *err)
+{
+    cleanup_free char *key_path = key_path_for(s);
+    char check[128];
+    int sealed_before = meta_get(s, "secret_check", check, sizeof check, err);
+    if (sealed_before < 0)
+        return -1;
+    /* A new key for a database whose secrets are sealed with another would
+     * only hide the loss of the old key until an agent needs a secret. */
+    struct stat st;
+    if (sealed_before == 0 && key_path && stat(key_path, &st) < 0 && errno == ENOENT)
+        return ink_err_set(err, 0,
+                           "secret key file %s is missing and this database holds secrets "
+                           "sealed with it: restore the key file that belongs to it",
+                           key_path);
+    if (ink_secretbox_open(key_path, &s->box, err) < 0)
+        return -1;
+    if (sealed_before == 0)
+        return check_key(s, check, key_path, err);
+    return seal_first(s, key_path, err);
+}
+
+char *ink_store_seal(ink_store *s, const char *plain)
+{
+    return ink_secretbox_seal(s->box, plain, strlen(plain));
+}
+
+int ink_store_unseal(ink_store *s, const char *sealed, char **plain, ink_err *err)
+{
+    return ink_secretbox_unseal(s->box, sealed, plain, NULL, err);
+}
+
+/* Writes one change under the next revision and appends it to the log:
+ * a (NULL for a delete) with its secrets sealed. Called with s->mu held,
+ * inside begin_write(). Returns the revision. */
+static int64_t write_change(ink_store *s, const char *node_id, const char *workload_id, int op,
+                            const Ink__V1__Assignment *a, ink_err *err)
+{
+    size_t spec_len = 0;
+    cleanup_free uint8_t *spec = NULL;
+    if (a && !(spec = pack_sealed(s, a, &spec_len, err)))
+        return -1;
     uint64_t rev;
     if (read_revision(s, &rev, err) < 0)
         return -1;
@@ -564,12 +878,10 @@ static uint8_t *pack_assignment(const Ink__V1__Assignment *a, size_t *len)
 int64_t ink_store_put_assignment(ink_store *s, const char *node_id, const Ink__V1__Assignment *a,
                                  ink_err *err)
 {
-    size_t len;
-    cleanup_free uint8_t *buf = pack_assignment(a, &len);
     pthread_mutex_lock(&s->mu);
     int64_t rev = -1;
     if (begin_write(s, err) == 0) {
-        rev = write_change(s, node_id, a->workload_id, LOG_UPSERT, buf, len, err);
+        rev = write_change(s, node_id, a->workload_id, LOG_UPSERT, a, err);
         if (end_txn(s, rev < 0 ? -1 : 0, err) < 0)
             rev = -1;
     }
@@ -577,8 +889,8 @@ int64_t ink_store_put_assignment(ink_store *s, const char *node_id, const Ink__V
     return rev;
 }
 
-/* Reads the stored spec of one assignment: 0 and *out (free with
- * ink__v1__assignment__free_unpacked), 1 when there is none, -1. */
+/* Reads the stored spec of one assignment, secrets sealed: 0 and *out
+ * (free with free_spec), 1 when there is none, -1. */
 static int get_spec(ink_store *s, const char *node_id, const char *workload_id,
                     Ink__V1__Assignment **out, ink_err *err)
 {
@@ -616,22 +928,27 @@ int ink_store_set_assignment(ink_store *s, const char *node_id, Ink__V1__Assignm
         rc = 0;
         /* Same spec = same bytes once the generations agree: both are
          * packed here, by the same code, so field order and defaults
-         * match. */
+         * match. Secrets are compared unsealed (sealing is randomized);
+         * a stored secret that no longer opens counts as a change, so
+         * putting the workload again repairs it. */
         bool same = false;
-        if (exists) {
+        ink_err uerr = {0};
+        if (exists && unseal_spec(s, old, &uerr) < 0) {
+            LOG_WARN("stored spec has a secret that cannot be decrypted: replacing it", "node",
+                     node_id, "error", uerr.msg);
+        } else if (exists) {
             a->generation = old->generation;
             size_t la, lo;
-            cleanup_free uint8_t *pa = pack_assignment(a, &la);
-            cleanup_free uint8_t *po = pack_assignment(old, &lo);
+            uint8_t *pa = pack_assignment(a, &la), *po = pack_assignment(old, &lo);
             same = la == lo && memcmp(pa, po, la) == 0;
+            free_packed(pa, la);
+            free_packed(po, lo);
         }
         if (same) {
             rc = read_revision(s, revision, err);
         } else {
             a->generation = exists ? old->generation + 1 : 1;
-            size_t len;
-            cleanup_free uint8_t *buf = pack_assignment(a, &len);
-            int64_t rev = write_change(s, node_id, a->workload_id, LOG_UPSERT, buf, len, err);
+            int64_t rev = write_change(s, node_id, a->workload_id, LOG_UPSERT, a, err);
             if (rev < 0)
                 rc = -1;
             else {
@@ -640,11 +957,33 @@ int ink_store_set_assignment(ink_store *s, const char *node_id, Ink__V1__Assignm
             }
         }
     }
-    if (old)
-        ink__v1__assignment__free_unpacked(old, NULL);
+    free_spec(old);
     rc = end_txn(s, rc, err);
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+int64_t ink_store_put_assignment_locked(ink_store *s, const char *node_id,
+                                        const Ink__V1__Assignment *a, ink_err *err)
+{
+    return write_change(s, node_id, a->workload_id, LOG_UPSERT, a, err);
+}
+
+int64_t ink_store_delete_assignment_locked(ink_store *s, const char *node_id,
+                                           const char *workload_id, ink_err *err)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    if (ink_db_prepare(s->db, "SELECT 1 FROM assignments WHERE node_id = ? AND workload_id = ?",
+                       &st, err) < 0)
+        return -1;
+    sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_DONE)
+        return 0;
+    if (step != SQLITE_ROW)
+        return ink_db_err(s->db, err, "read assignment");
+    return write_change(s, node_id, workload_id, LOG_DELETE, NULL, err);
 }
 
 int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const char *workload_id,
@@ -674,7 +1013,7 @@ int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const cha
     if (exists < 0)
         rev = -1;
     else if (exists)
-        rev = write_change(s, node_id, workload_id, LOG_DELETE, NULL, 0, err);
+        rev = write_change(s, node_id, workload_id, LOG_DELETE, NULL, err);
     if (end_txn(s, rev < 0 ? -1 : 0, err) < 0)
         rev = -1;
     pthread_mutex_unlock(&s->mu);
@@ -761,6 +1100,14 @@ static int snapshot_locked(ink_store *s, const char *node_id, uint64_t revision,
         Ink__V1__Assignment *a = unpack_spec(st, 0);
         if (!a)
             return ink_err_set(err, 0, "database: corrupt assignment spec for node %s", node_id);
+        /* No snapshot without every secret: leaving the workload out would
+         * make the agent stop it, sending it without the value would start
+         * it without its secret. The watch fails (and is retried) instead,
+         * and the node keeps what it runs until this is repaired. */
+        if (unseal_spec(s, a, err) < 0) {
+            free_spec(a);
+            return -1;
+        }
         add_assignment(ev, a);
     }
     if (step != SQLITE_DONE)
@@ -781,6 +1128,7 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
         return -1;
     }
     uint64_t compacted = 0, revision = 0;
+    ink_err uerr = {0};
     int rc = meta_u64(s, "compacted_revision", &compacted, err);
     if (rc == 0)
         rc = read_revision(s, &revision, err);
@@ -809,6 +1157,11 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
                                          (unsigned long long)rev);
                         break;
                     }
+                    if (unseal_spec(s, a, &uerr) < 0) {
+                        free_spec(a);
+                        rc = 2;
+                        break;
+                    }
                     Ink__V1__WatchEvent *ev = new_event(INK__V1__WATCH_EVENT__KIND__UPSERT, rev);
                     add_assignment(ev, a);
                     push_event(out, ev);
@@ -826,6 +1179,17 @@ int ink_store_watch_events(ink_store *s, const char *node_id, uint64_t since, bo
                 out->head = revision;
         }
     }
+    if (rc == 2) {
+        /* A logged change whose secret does not open may since have been
+         * replaced (putting the workload again is the repair): the
+         * snapshot of what is current is as good an answer, and fails
+         * loudly in turn if the current spec is the broken one. */
+        LOG_ERROR("watch: a logged change has a secret that cannot be decrypted: sending a "
+                  "snapshot instead",
+                  "node", node_id, "error", uerr.msg);
+        ink_store_free_events(out);
+        rc = snapshot_locked(s, node_id, revision, out, err);
+    }
     rc = end_txn(s, rc, err);
     pthread_mutex_unlock(&s->mu);
     if (rc < 0)
@@ -838,7 +1202,7 @@ void ink_store_free_events(ink_watch_batch *b)
     for (size_t i = 0; i < b->n; i++) {
         Ink__V1__WatchEvent *ev = b->events[i];
         for (size_t j = 0; j < ev->n_assignments; j++)
-            ink__v1__assignment__free_unpacked(ev->assignments[j], NULL);
+            free_spec(ev->assignments[j]);
         free(ev->assignments);
         if (ev->workload_id != protobuf_c_empty_string)
             free(ev->workload_id);

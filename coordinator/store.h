@@ -36,8 +36,14 @@ typedef struct ink_node_row {
     uint64_t memory_available_bytes;
     uint64_t disk_free_bytes;
     uint32_t workloads;
+    char public_address[256]; /* host for published ports; "" when the agent did not say */
 } ink_node_row;
 
+/* Also opens the key that seals secrets, secret.key in the database's
+ * directory (secretbox.h), creating it with a new database; an in-memory
+ * database gets a key that lives as long as the store. The database
+ * remembers its key: opening it with another key file, or without its
+ * key file, is refused. */
 int ink_store_open(const char *path, ink_store **out, ink_err *err);
 void ink_store_close(ink_store *s);
 /* Random id made when the database was created. */
@@ -51,6 +57,14 @@ int ink_store_schema_version(ink_store *s);
 struct sqlite3;
 struct sqlite3 *ink_store_lock(ink_store *s);
 void ink_store_unlock(ink_store *s);
+
+/* Secrets at rest, sealed with the store's key: secret_env values of
+ * assignments are sealed and unsealed by the store itself; these are for
+ * modules that keep secrets of their own in this file. seal returns
+ * malloc'ed "v1:..." text (NULL only if the cipher fails); unseal gives
+ * malloc'ed plaintext or -1 "cannot decrypt secret: ...". Need no lock. */
+char *ink_store_seal(ink_store *s, const char *plain);
+int ink_store_unseal(ink_store *s, const char *sealed, char **plain, ink_err *err);
 
 int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *req, int64_t now_ms,
                             ink_err *err);
@@ -81,6 +95,13 @@ int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const cha
  * 0 unchanged, -1 error. */
 int ink_store_set_assignment(ink_store *s, const char *node_id, Ink__V1__Assignment *a,
                              uint64_t *revision, ink_err *err);
+/* The same, for callers that hold ink_store_lock() and run their own write
+ * transaction (apps.c writes replicas and their assignments together).
+ * delete returns 0 when there was no such assignment. */
+int64_t ink_store_put_assignment_locked(ink_store *s, const char *node_id,
+                                        const Ink__V1__Assignment *a, ink_err *err);
+int64_t ink_store_delete_assignment_locked(ink_store *s, const char *node_id,
+                                           const char *workload_id, ink_err *err);
 /* The newest revision (0 on a database error). */
 uint64_t ink_store_revision(ink_store *s);
 /* Drops log entries so that at most keep remain; watchers older than that
@@ -88,7 +109,10 @@ uint64_t ink_store_revision(ink_store *s);
 int ink_store_compact_log(ink_store *s, uint64_t keep, ink_err *err);
 
 /* The events a watcher of node_id needs after since_revision (at most
- * limit change events, or one SNAPSHOT when since cannot be resumed).
+ * limit change events, or one SNAPSHOT when since cannot be resumed),
+ * with secret_env values unsealed for the agent. A secret that cannot be
+ * decrypted fails the call rather than leave out the workload or the
+ * value (a change in the log that has one gets a SNAPSHOT instead).
  * *head is the newest revision the events cover: the watcher is current up
  * to it. The caller frees events with ink_store_free_events(). */
 typedef struct ink_watch_batch {
@@ -110,7 +134,9 @@ typedef struct ink_workload_row {
 } ink_workload_row;
 
 /* Assignments of node_id (every node's when NULL) ordered by node and
- * workload id, in a malloc'ed array freed with ink_store_free_workloads(). */
+ * workload id, in a malloc'ed array freed with ink_store_free_workloads().
+ * secret_env values stay sealed (ink_store_unseal() opens one): lists
+ * show names only. */
 int ink_store_list_workloads(ink_store *s, const char *node_id, ink_workload_row **rows, size_t *n,
                              ink_err *err);
 void ink_store_free_workloads(ink_workload_row *rows, size_t n);

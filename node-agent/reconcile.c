@@ -67,6 +67,7 @@ typedef struct loop {
     bool net_fresh; /* prepare just set the network up: start needs not */
     ink_backoff prepare_backoff;
     int64_t next_attempt_ms; /* after a failed step; 0 = now */
+    int64_t drain_until_ms;  /* removal: when connections in flight stop being waited for */
     char *bundle_dir, *state_path, *log_dir, *cgroup;
 } loop;
 
@@ -374,6 +375,15 @@ static int prepare(loop *l, ink_err *err)
 
 /* ------------------------------------------------------------ sandbox */
 
+/* l->ready, and the forwarder told: a published port that other workloads
+ * share sends connections only to members that are ready. */
+static void set_ready(loop *l, bool ready)
+{
+    l->ready = ready;
+    if (l->published && l->s->forwarder)
+        ink_forwarder_set_ready(l->s->forwarder, l->w->id, ready);
+}
+
 static void stop_waiter(loop *l)
 {
     ink_runsc_wait_cancel(&l->waiter);
@@ -382,6 +392,9 @@ static void stop_waiter(loop *l)
 /* Removes the sandbox (any state) and its cgroup. */
 static int remove_sandbox(loop *l, ink_err *err)
 {
+    /* No new connections while it stops (they go to other members of the
+     * port's group, if it has any). */
+    set_ready(l, false);
     stop_waiter(l);
     ink_supervisor *s = l->s;
     if (ink_runsc_stop(&s->runsc, l->w->id, s->cfg.stop_grace_ms, err) < 0)
@@ -391,7 +404,6 @@ static int remove_sandbox(loop *l, ink_err *err)
         return -1;
     ink_cgroup_remove(l->cgroup);
     l->sandbox_up = false;
-    l->ready = false;
     l->exited = false;
     return 0;
 }
@@ -430,7 +442,7 @@ static int start_sandbox(loop *l, ink_err *err)
     l->p.sandbox_generation = l->want->generation;
     save_persisted(l);
     l->sandbox_up = true;
-    l->ready = false;
+    set_ready(l, false);
     l->exited = false;
     syslog_line(l, "started generation %llu (%s)", (unsigned long long)l->want->generation,
                 l->p.image_digest);
@@ -451,12 +463,12 @@ static void handle_exit(loop *l)
     bool oom = ink_cgroup_oom_kills(l->cgroup) > 0;
     int64_t delay = ink_restart_exited(&l->p.restart, code, oom, ink_now_ms());
     ink_err err = {0};
+    set_ready(l, false);
     stop_waiter(l);
     if (ink_runsc_delete(&l->s->runsc, l->w->id, true, &err) < 0)
         LOG_WARN("removing ended sandbox failed", "workload", l->w->id, "error", err.msg);
     ink_cgroup_remove(l->cgroup);
     l->sandbox_up = false;
-    l->ready = false;
     l->exited = false;
     save_persisted(l);
     syslog_line(l, "%s; restart %u in %llds", l->p.restart.reason, l->p.restart.restarts,
@@ -507,7 +519,11 @@ static int publish(loop *l, ink_err *err)
                  "port", LOG_INT(bound), "target", l->net.addr_str, "target_port",
                  LOG_INT(l->want->port));
     }
-    l->published = true;
+    if (!l->published) {
+        /* A new mapping starts not ready. */
+        l->published = true;
+        set_ready(l, l->ready);
+    }
     if (bound != l->p.published_port) {
         l->p.published_port = bound;
         save_persisted(l);
@@ -550,11 +566,30 @@ static void retry_later(loop *l, Ink__V1__WorkloadStatus__State state, const cha
 }
 
 /* Tears everything down; 0 when nothing of the workload is left. */
+/* How long a removed workload's connections in flight may take. */
+#define REMOVE_DRAIN_MS 5000
+
 static int converge_removed(loop *l)
 {
     ink_supervisor *s = l->s;
     ink_err err = {0};
     set_status(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing");
+    /* Drain first: once not ready, the port's other members (the replica
+     * that replaces this one) take every new connection, and the ones in
+     * flight here get a few seconds to finish before unpublish resets
+     * them. */
+    if (l->published && s->forwarder) {
+        if (!l->drain_until_ms) {
+            set_ready(l, false);
+            l->drain_until_ms = ink_mono_ms() + REMOVE_DRAIN_MS;
+        }
+        ink_forward_stats fs;
+        if (ink_mono_ms() < l->drain_until_ms &&
+            ink_forwarder_stats(s->forwarder, l->w->id, &fs) == 0 && fs.connections_active > 0) {
+            l->next_attempt_ms = ink_mono_ms() + 100;
+            return -1;
+        }
+    }
     unpublish(l);
     if (ink_runsc_known(&s->runsc, l->w->id) && remove_sandbox(l, &err) < 0) {
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing sandbox", &err);
@@ -682,7 +717,7 @@ static void converge(loop *l)
             return;
         }
         if (!l->ready && port_answers(l)) {
-            l->ready = true;
+            set_ready(l, true); /* before RUNNING is reported */
             syslog_line(l, "ready: port %u answers", a->port);
         }
         if (l->ready)
@@ -854,6 +889,7 @@ void *ink_workload_main(void *arg)
                 continue;
         } else if (l.want) {
             removal_done = false;
+            l.drain_until_ms = 0;
             converge(&l);
         }
         wait_events(&l, next_pass_ms(&l));

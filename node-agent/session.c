@@ -61,6 +61,20 @@ static void note_coordinator(ink_agent *a, bool up, const ink_rpc_status *st)
         LOG_INFO("coordinator reachable", "coordinator", a->cfg->coordinator);
 }
 
+/* Where clients reach this node's published ports: publish_address, or
+ * when that is the wildcard the node's first IPv4 address (published ports
+ * listen on IPv4 only); "" when there is none. */
+static const char *public_address(const ink_agent *a, const ink_node_info *info)
+{
+    const char *pa = a->cfg->publish_address;
+    if (pa && *pa && strcmp(pa, "0.0.0.0") != 0)
+        return pa;
+    for (size_t i = 0; i < info->naddresses; i++)
+        if (!strchr(info->addresses[i], ':'))
+            return info->addresses[i];
+    return "";
+}
+
 static int do_register(ink_agent *a, ink_rpc_status *st)
 {
     ink_node_info info;
@@ -87,6 +101,7 @@ static int do_register(ink_agent *a, ink_rpc_status *st)
     req.features = &feat;
     req.agent_version = INK_VERSION;
     req.instance_id = a->instance_id;
+    req.public_address = (char *)public_address(a, &info);
 
     ProtobufCMessage *resp = NULL;
     int rc =

@@ -17,7 +17,13 @@
  * its direction's pipe has room, and for writing only while the opposite
  * pipe holds bytes it could not take. A socket wanting nothing is taken out
  * of the epoll set, since EPOLLHUP cannot be masked and would otherwise
- * report a half-closed socket forever. */
+ * report a half-closed socket forever.
+ *
+ * Ownership: a group owns the listening socket, a mapping (one per key, a
+ * member of exactly one group) owns the connections given to it, so its
+ * counters, unpublish and re-targeting concern only those. Held
+ * connections belong to the group in spirit: they sit with the member they
+ * were held for and move (conn_move) when another member takes them. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -73,29 +79,41 @@ typedef struct flow {
 typedef enum { CONN_HELD, CONN_CONNECTING, CONN_OPEN } conn_state;
 
 typedef struct mapping mapping;
+typedef struct group group;
 
 typedef struct conn {
     sock client, target;
     flow up;   /* client -> target */
     flow down; /* target -> client */
     conn_state state;
-    int64_t deadline; /* ink_mono_ms(): end of the hold, or of the connect */
-    mapping *m;
+    int64_t deadline;           /* ink_mono_ms(): end of the hold, or of the connect */
+    mapping *m;                 /* the member it was given to: its target, its counters */
     struct conn *prev, *next;   /* m->conns; next also links the graveyard */
     struct conn *tprev, *tnext; /* f->timed: held or connecting */
     bool timed, dead;
 } conn;
 
-struct mapping {
-    sock listener;
-    char key[INK_FORWARD_KEY_MAX + 1];
+/* One listening socket and the mappings (members) that share it. */
+struct group {
+    sock listener; /* fd -1 only after a failed move left it without one */
     char host[INET_ADDRSTRLEN];
     struct in_addr addr;
-    uint16_t asked_port, port; /* as published, and as bound */
+    uint16_t asked_port, port; /* as published (0: private to one key), and as bound */
+    int64_t accept_retry;      /* ink_mono_ms() to watch the listener again; 0: not resting */
+    mapping *members;          /* in joining order, linked by gnext */
+    unsigned nmembers;
+    mapping *rr; /* the member the last connection went to */
+    bool dead;
+    group *next; /* f->groups, or the graveyard */
+};
+
+struct mapping {
+    char key[INK_FORWARD_KEY_MAX + 1];
+    group *g;
+    mapping *gnext;
     struct sockaddr_in target;
-    bool paused, dead;
+    bool paused, ready, dead;
     int64_t hold_ms;
-    int64_t accept_retry; /* ink_mono_ms() to watch the listener again; 0: not resting */
     conn *conns;
     ink_forward_stats st;
     mapping *next; /* f->maps, or the graveyard */
@@ -115,10 +133,15 @@ struct ink_forwarder {
     ink_forward_accept_fn on_accept;
     void *arg;
     mapping *maps;
+    group *groups;
     conn *timed;
     int64_t next_deadline; /* earliest timer (INT64_MAX: none); may be early, never late */
     conn *dead_conns;
     mapping *dead_maps;
+    group *dead_groups;
+    /* Keys of the connections one listener event accepted, for on_accept
+     * (loop thread only). */
+    char accepted[ACCEPTS_PER_EVENT][INK_FORWARD_KEY_MAX + 1];
     pooled_pipe pipes[PIPE_POOL];
     int npipes;
 };
@@ -244,6 +267,40 @@ static void timer_clear(ink_forwarder *f, conn *c)
 
 /* --------------------------------------------------------- connections */
 
+static void conn_link(mapping *m, conn *c)
+{
+    c->m = m;
+    c->prev = NULL;
+    c->next = m->conns;
+    if (m->conns)
+        m->conns->prev = c;
+    m->conns = c;
+    m->st.connections_active++;
+}
+
+static void conn_unlink(conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->m->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->m->st.connections_active--;
+}
+
+/* Hands a held connection, with its counts, to another member. */
+static void conn_move(conn *c, mapping *to)
+{
+    if (c->m == to)
+        return;
+    conn_unlink(c);
+    c->m->st.connections_total--;
+    conn_link(to, c);
+    to->st.connections_total++;
+    to->st.last_activity_ms = ink_now_ms();
+}
+
 static void conn_close(ink_forwarder *f, conn *c, bool reset)
 {
     if (c->dead)
@@ -253,13 +310,7 @@ static void conn_close(ink_forwarder *f, conn *c, bool reset)
     flow_close(f, &c->up);
     flow_close(f, &c->down);
     timer_clear(f, c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->m->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->m->st.connections_active--;
+    conn_unlink(c);
     c->dead = true;
     c->next = f->dead_conns;
     f->dead_conns = c;
@@ -424,12 +475,7 @@ static int conn_new(ink_forwarder *f, mapping *m, int fd)
     c->client = (sock){.kind = OBJ_CLIENT, .fd = fd};
     c->target = (sock){.kind = OBJ_TARGET, .fd = -1};
     c->up.pipe[0] = c->up.pipe[1] = c->down.pipe[0] = c->down.pipe[1] = -1;
-    c->m = m;
-    c->next = m->conns;
-    if (m->conns)
-        m->conns->prev = c;
-    m->conns = c;
-    m->st.connections_active++;
+    conn_link(m, c);
     m->st.connections_total++;
     m->st.last_activity_ms = ink_now_ms();
     set_nodelay(fd);
@@ -450,24 +496,139 @@ static int conn_new(ink_forwarder *f, mapping *m, int fd)
     return 0;
 }
 
-/* ----------------------------------------------------------- listeners */
+/* ------------------------------------------------------------- members */
 
-static void accept_rest(ink_forwarder *f, mapping *m, int e)
+/* The member the next connection accepted on g goes to: round-robin,
+ * starting after the last one chosen, among the unpaused ready members;
+ * failing those among the unpaused ones; and when every member is paused
+ * (the connection will be held) a ready one before the others. NULL only
+ * for a group without members, which is never listened on. */
+static mapping *pick(group *g)
 {
-    LOG_WARN("forward: accepting a connection failed, pausing the listener", "key", m->key, "error",
-             strerror(e), "ms", LOG_INT(ACCEPT_BACKOFF_MS));
-    if (sock_want(f, &m->listener, 0) < 0)
-        return;
-    m->accept_retry = ink_mono_ms() + ACCEPT_BACKOFF_MS;
-    if (m->accept_retry < f->next_deadline)
-        f->next_deadline = m->accept_retry;
+    mapping *start = g->rr && g->rr->gnext ? g->rr->gnext : g->members;
+    if (!start)
+        return NULL;
+    mapping *best[4] = {NULL};
+    mapping *m = start;
+    do {
+        int tier = (m->paused ? 2 : 0) + (m->ready ? 0 : 1);
+        if (!best[tier])
+            best[tier] = m;
+        m = m->gnext ? m->gnext : g->members;
+    } while (m != start);
+    for (int i = 0; i < 4; i++)
+        if (best[i])
+            return g->rr = best[i];
+    return NULL;
 }
 
-static void on_listener(ink_forwarder *f, mapping *m)
+/* Gives m every held connection of its group and connects them to m's
+ * target. Returns how many there were. */
+static unsigned take_held(ink_forwarder *f, mapping *m)
+{
+    unsigned n = 0;
+    for (mapping *y = m->g->members; y; y = y->gnext)
+        for (conn *c = y->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->state != CONN_HELD)
+                continue;
+            conn_move(c, m);
+            conn_connect(f, c);
+            n++;
+        }
+    return n;
+}
+
+static void group_join(group *g, mapping *m)
+{
+    mapping **pp = &g->members;
+    while (*pp)
+        pp = &(*pp)->gnext;
+    *pp = m;
+    m->gnext = NULL;
+    m->g = g;
+    g->nmembers++;
+}
+
+/* Takes m out of its group. Held connections of m go to the member pick()
+ * chooses (connected at once unless it is paused too); the last member
+ * leaving closes the listener and parks the group. */
+static void group_leave(ink_forwarder *f, mapping *m)
+{
+    group *g = m->g;
+    mapping **pp = &g->members, *prev = NULL;
+    while (*pp != m) {
+        prev = *pp;
+        pp = &(*pp)->gnext;
+    }
+    *pp = m->gnext;
+    m->gnext = NULL;
+    m->g = NULL;
+    g->nmembers--;
+    if (g->rr == m)
+        g->rr = prev; /* the rotation goes on with the member that followed m */
+    if (g->members) {
+        for (conn *c = m->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->state != CONN_HELD)
+                continue;
+            mapping *to = pick(g);
+            conn_move(c, to);
+            if (!to->paused)
+                conn_connect(f, c);
+        }
+        return;
+    }
+    sock_close(f, &g->listener, false);
+    for (group **gp = &f->groups; *gp; gp = &(*gp)->next)
+        if (*gp == g) {
+            *gp = g->next;
+            break;
+        }
+    g->dead = true;
+    g->next = f->dead_groups;
+    f->dead_groups = g;
+}
+
+static mapping *mapping_new(ink_forwarder *f, const char *key)
+{
+    mapping *m = ink_xcalloc(1, sizeof *m);
+    snprintf(m->key, sizeof m->key, "%s", key);
+    m->next = f->maps;
+    f->maps = m;
+    return m;
+}
+
+/* Resets every connection of m and parks it; m is out of f->maps and of
+ * its group already. */
+static void mapping_close(ink_forwarder *f, mapping *m)
+{
+    while (m->conns)
+        conn_close(f, m->conns, true);
+    m->dead = true;
+    m->next = f->dead_maps;
+    f->dead_maps = m;
+}
+
+/* ----------------------------------------------------------- listeners */
+
+static void accept_rest(ink_forwarder *f, group *g, int e)
+{
+    LOG_WARN("forward: accepting a connection failed, pausing the listener", "key",
+             g->members ? g->members->key : "", "listen", g->host, "port", LOG_INT(g->port),
+             "error", strerror(e), "ms", LOG_INT(ACCEPT_BACKOFF_MS));
+    if (sock_want(f, &g->listener, 0) < 0)
+        return;
+    g->accept_retry = ink_mono_ms() + ACCEPT_BACKOFF_MS;
+    if (g->accept_retry < f->next_deadline)
+        f->next_deadline = g->accept_retry;
+}
+
+static void on_listener(ink_forwarder *f, group *g)
 {
     unsigned accepted = 0;
     for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
-        int fd = accept4(m->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(g->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN)
                 break;
@@ -477,27 +638,29 @@ static void on_listener(ink_forwarder *f, mapping *m)
                 errno == ENOPROTOOPT || errno == EHOSTDOWN || errno == ENONET ||
                 errno == EHOSTUNREACH || errno == EOPNOTSUPP || errno == ENETUNREACH)
                 continue;
-            accept_rest(f, m, errno);
+            accept_rest(f, g, errno);
             break;
         }
-        if (m->st.connections_active >= INK_FORWARD_MAX_CONNS) {
+        mapping *m = pick(g);
+        if (!m || m->st.connections_active >= INK_FORWARD_MAX_CONNS) {
             sock s = {.kind = OBJ_CLIENT, .fd = fd};
             sock_close(f, &s, true);
-            m->st.rejected++;
+            if (m)
+                m->st.rejected++;
             continue;
         }
         if (conn_new(f, m, fd) < 0) {
-            accept_rest(f, m, errno);
+            accept_rest(f, g, errno);
             break;
         }
-        accepted++;
+        memcpy(f->accepted[accepted++], m->key, sizeof m->key);
     }
     if (accepted && f->on_accept) {
-        char key[sizeof m->key];
-        memcpy(key, m->key, sizeof key);
+        /* f->accepted belongs to this thread: it stays put while the lock
+         * is let go, whatever happens to the members meanwhile. */
         pthread_mutex_unlock(&f->mu);
         for (unsigned i = 0; i < accepted; i++)
-            f->on_accept(key, f->arg);
+            f->on_accept(f->accepted[i], f->arg);
         pthread_mutex_lock(&f->mu);
     }
 }
@@ -512,7 +675,7 @@ static int open_listener(struct in_addr addr, uint16_t port, int *fd_out, uint16
         return errno;
     /* SO_REUSEADDR lets a restarted agent bind while old connections linger
      * in TIME_WAIT. Never SO_REUSEPORT: a second listener would silently
-     * share the port. */
+     * share the port (keys that share a port share one listener instead). */
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
         return errno;
@@ -530,23 +693,12 @@ static int open_listener(struct in_addr addr, uint16_t port, int *fd_out, uint16
     return 0;
 }
 
-static int install_listener(ink_forwarder *f, mapping *m, int fd)
+static int install_listener(ink_forwarder *f, group *g, int fd)
 {
-    sock_close(f, &m->listener, false);
-    m->listener.fd = fd;
-    m->accept_retry = 0;
-    return sock_want(f, &m->listener, EPOLLIN);
-}
-
-/* Closes the listener and resets every connection, and parks m. */
-static void mapping_close(ink_forwarder *f, mapping *m)
-{
-    sock_close(f, &m->listener, false);
-    while (m->conns)
-        conn_close(f, m->conns, true);
-    m->dead = true;
-    m->next = f->dead_maps;
-    f->dead_maps = m;
+    sock_close(f, &g->listener, false);
+    g->listener.fd = fd;
+    g->accept_retry = 0;
+    return sock_want(f, &g->listener, EPOLLIN);
 }
 
 /* ---------------------------------------------------------------- loop */
@@ -568,14 +720,14 @@ static void run_timers(ink_forwarder *f)
             conn_fail(f, c, ETIMEDOUT);
         }
     }
-    for (mapping *m = f->maps; m; m = m->next) {
-        if (m->accept_retry && m->accept_retry <= now) {
-            m->accept_retry = 0;
-            if (m->listener.fd >= 0 && sock_want(f, &m->listener, EPOLLIN) < 0)
-                m->accept_retry = now + ACCEPT_BACKOFF_MS;
+    for (group *g = f->groups; g; g = g->next) {
+        if (g->accept_retry && g->accept_retry <= now) {
+            g->accept_retry = 0;
+            if (g->listener.fd >= 0 && sock_want(f, &g->listener, EPOLLIN) < 0)
+                g->accept_retry = now + ACCEPT_BACKOFF_MS;
         }
-        if (m->accept_retry && m->accept_retry < next)
-            next = m->accept_retry;
+        if (g->accept_retry && g->accept_retry < next)
+            next = g->accept_retry;
     }
     f->next_deadline = next;
 }
@@ -592,6 +744,11 @@ static void empty_graveyard(ink_forwarder *f)
         f->dead_maps = m->next;
         free(m);
     }
+    while (f->dead_groups) {
+        group *g = f->dead_groups;
+        f->dead_groups = g->next;
+        free(g);
+    }
 }
 
 static void dispatch(ink_forwarder *f, sock *s, uint32_t events)
@@ -604,9 +761,9 @@ static void dispatch(ink_forwarder *f, sock *s, uint32_t events)
         break;
     }
     case OBJ_LISTENER: {
-        mapping *m = container_of(s, mapping, listener);
-        if (!m->dead && s->fd >= 0 && s->events)
-            on_listener(f, m);
+        group *g = container_of(s, group, listener);
+        if (!g->dead && s->fd >= 0 && s->events)
+            on_listener(f, g);
         break;
     }
     case OBJ_CLIENT:
@@ -702,6 +859,13 @@ void ink_forwarder_stop(ink_forwarder *f)
         f->maps = m->next;
         mapping_close(f, m);
     }
+    while (f->groups) {
+        group *g = f->groups;
+        f->groups = g->next;
+        sock_close(f, &g->listener, false);
+        g->next = f->dead_groups;
+        f->dead_groups = g;
+    }
     empty_graveyard(f);
     for (int i = 0; i < f->npipes; i++) {
         close(f->pipes[i].fd[0]);
@@ -713,65 +877,104 @@ void ink_forwarder_stop(ink_forwarder *f)
     free(f);
 }
 
+/* The group that asked for addr:port (port != 0), if any. */
+static group *find_group(ink_forwarder *f, struct in_addr addr, uint16_t port)
+{
+    for (group *g = f->groups; g; g = g->next)
+        if (g->asked_port == port && g->addr.s_addr == addr.s_addr)
+            return g;
+    return NULL;
+}
+
+static void log_published(const mapping *m, bool joined)
+{
+    char taddr[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &m->target.sin_addr, taddr, sizeof taddr);
+    LOG_INFO(joined ? "forward: port shared" : "forward: port published", "key", m->key, "listen",
+             m->g->host, "port", LOG_INT(m->g->port), "members", LOG_INT(m->g->nmembers), "target",
+             taddr, "target_port", LOG_INT(ntohs(m->target.sin_port)));
+}
+
 static int publish_locked(ink_forwarder *f, const char *key, const char *host, struct in_addr addr,
                           uint16_t port, const struct sockaddr_in *target, uint16_t *bound_port,
                           ink_err *err)
 {
     mapping *m = find_mapping(f, key);
-    if (m && m->listener.fd >= 0 && m->addr.s_addr == addr.s_addr &&
-        (port == m->asked_port || port == m->port)) {
-        m->target = *target; /* connections made keep theirs; held ones take this */
-        *bound_port = m->port;
-        return 0;
-    }
-    int fd = -1;
+    group *old = m ? m->g : NULL, *g = NULL;
+    if (old && old->addr.s_addr == addr.s_addr && (port == old->asked_port || port == old->port))
+        g = old; /* where it is already */
+    else if (port)
+        g = find_group(f, addr, port); /* other keys listen there: join them */
+    int fd = -1, e;
     uint16_t bound = 0;
     const char *what = "";
-    int e = open_listener(addr, port, &fd, &bound, &what);
-    if (e == EADDRINUSE && m && m->listener.fd >= 0 && port && port == m->port) {
+    if (g && g->listener.fd < 0) {
+        /* A failed move left it without its listener: listen again. */
+        e = open_listener(g->addr, g->port, &fd, &bound, &what);
+        if (e)
+            return ink_err_set(err, e, "publishing %s: %s %s:%u", key, what, host, g->port);
+        if (install_listener(f, g, fd) < 0) {
+            e = errno;
+            sock_close(f, &g->listener, false);
+            return ink_err_set(err, e, "publishing %s: watching the listener", key);
+        }
+    }
+    if (g) {
+        bool joined = g != old;
+        if (!m)
+            m = mapping_new(f, key);
+        else if (joined)
+            group_leave(f, m);
+        if (joined)
+            group_join(g, m);
+        m->target = *target; /* connections made keep theirs; held ones take this */
+        *bound_port = g->port;
+        if (joined)
+            log_published(m, g->nmembers > 1);
+        return 0;
+    }
+
+    e = open_listener(addr, port, &fd, &bound, &what);
+    if (e == EADDRINUSE && old && old->nmembers == 1 && old->listener.fd >= 0 && port &&
+        port == old->port) {
         /* Same port, another address: our own listener is in the way (a
          * wildcard and a specific address conflict on one port). Let go of
          * it and try again; take the old address back if that fails. */
-        sock_close(f, &m->listener, false);
+        sock_close(f, &old->listener, false);
         e = open_listener(addr, port, &fd, &bound, &what);
         int old_fd = -1;
         uint16_t old_port;
         const char *ignored;
-        if (e && (open_listener(m->addr, m->port, &old_fd, &old_port, &ignored) != 0 ||
-                  install_listener(f, m, old_fd) < 0))
+        if (e && (open_listener(old->addr, old->port, &old_fd, &old_port, &ignored) != 0 ||
+                  install_listener(f, old, old_fd) < 0))
             LOG_WARN("forward: could not listen on the old address again", "key", key, "listen",
-                     m->host, "port", LOG_INT(m->port));
+                     old->host, "port", LOG_INT(old->port));
     }
     if (e)
         return ink_err_set(err, e, "publishing %s: %s %s:%u", key, what, host, port);
 
-    bool created = !m;
-    if (created) {
-        m = ink_xcalloc(1, sizeof *m);
-        m->listener = (sock){.kind = OBJ_LISTENER, .fd = -1};
-        snprintf(m->key, sizeof m->key, "%s", key);
-    }
-    if (install_listener(f, m, fd) < 0) {
+    g = ink_xcalloc(1, sizeof *g);
+    g->listener = (sock){.kind = OBJ_LISTENER, .fd = -1};
+    if (install_listener(f, g, fd) < 0) {
         e = errno;
-        sock_close(f, &m->listener, false);
-        if (created)
-            free(m);
+        sock_close(f, &g->listener, false);
+        free(g);
         return ink_err_set(err, e, "publishing %s: watching the listener", key);
     }
-    if (created) {
-        m->next = f->maps;
-        f->maps = m;
-    }
-    snprintf(m->host, sizeof m->host, "%s", host);
-    m->addr = addr;
-    m->asked_port = port;
-    m->port = bound;
+    snprintf(g->host, sizeof g->host, "%s", host);
+    g->addr = addr;
+    g->asked_port = port;
+    g->port = bound;
+    g->next = f->groups;
+    f->groups = g;
+    if (!m)
+        m = mapping_new(f, key);
+    else
+        group_leave(f, m);
+    group_join(g, m);
     m->target = *target;
     *bound_port = bound;
-    char taddr[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &target->sin_addr, taddr, sizeof taddr);
-    LOG_INFO("forward: port published", "key", key, "listen", host, "port", LOG_INT(bound),
-             "target", taddr, "target_port", LOG_INT(ntohs(target->sin_port)));
+    log_published(m, false);
     return 0;
 }
 
@@ -793,6 +996,8 @@ int ink_forwarder_publish(ink_forwarder *f, const char *key, const char *listen_
     uint16_t bound = 0;
     pthread_mutex_lock(&f->mu);
     int rc = publish_locked(f, key, host, addr, listen_port, target, &bound, err);
+    if (rc == 0)
+        wake(f); /* a member left: maybe connects to time, maybe a group to free */
     pthread_mutex_unlock(&f->mu);
     if (rc == 0 && bound_port)
         *bound_port = bound;
@@ -809,13 +1014,30 @@ void ink_forwarder_unpublish(ink_forwarder *f, const char *key)
         if (strcmp(m->key, key) != 0)
             continue;
         *pp = m->next;
-        LOG_INFO("forward: port unpublished", "key", key, "port", LOG_INT(m->port), "connections",
-                 LOG_U64(m->st.connections_active));
+        group *g = m->g;
+        LOG_INFO("forward: port unpublished", "key", key, "port", LOG_INT(g->port), "connections",
+                 LOG_U64(m->st.connections_active), "members_left", LOG_INT(g->nmembers - 1));
+        group_leave(f, m);
         mapping_close(f, m);
         wake(f); /* so the loop frees it soon */
         break;
     }
     pthread_mutex_unlock(&f->mu);
+}
+
+int ink_forwarder_set_ready(ink_forwarder *f, const char *key, bool ready)
+{
+    if (!key)
+        return -1;
+    pthread_mutex_lock(&f->mu);
+    mapping *m = find_mapping(f, key);
+    if (m) {
+        m->ready = ready;
+        if (ready && !m->paused && take_held(f, m))
+            wake(f); /* new connect deadlines, maybe a graveyard */
+    }
+    pthread_mutex_unlock(&f->mu);
+    return m ? 0 : -1;
 }
 
 int ink_forwarder_pause(ink_forwarder *f, const char *key, int64_t hold_ms)
@@ -838,14 +1060,10 @@ int ink_forwarder_resume(ink_forwarder *f, const char *key)
         return -1;
     pthread_mutex_lock(&f->mu);
     mapping *m = find_mapping(f, key);
-    if (m && m->paused) {
+    if (m) {
         m->paused = false;
-        for (conn *c = m->conns, *n; c; c = n) {
-            n = c->next;
-            if (c->state == CONN_HELD)
-                conn_connect(f, c);
-        }
-        wake(f); /* new connect deadlines, maybe a graveyard */
+        if (take_held(f, m))
+            wake(f); /* new connect deadlines, maybe a graveyard */
     }
     pthread_mutex_unlock(&f->mu);
     return m ? 0 : -1;

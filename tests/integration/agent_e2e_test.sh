@@ -9,7 +9,9 @@
 #   held by the pids limit; a crash loop detected; a missing image reported;
 #   a new generation replaces the sandbox; agent kill -9 -> the workload
 #   kept serving and is adopted, not restarted; coordinator kill -9 changes
-#   nothing; removal leaves no sandbox, namespace, veth, cgroup or address.
+#   nothing; blue-green: a second workload on the same published port gets
+#   connections only once ready, and removing the old one keeps the port
+#   answering; removal leaves no sandbox, namespace, veth, cgroup or address.
 #
 # Safety: everything (coordinator, agent, registry, sandboxes) lives in a
 # network namespace this test creates (the "node"); it has no uplink, so no
@@ -263,17 +265,53 @@ wait_until 60 "generation 2 running" gen_state_is "$WEB" "2 running"
 http http://127.0.0.1:18080/ | has 'ink test image' || fail "generation 2 not serving"
 ok "new generation replaced the sandbox and serves"
 
-# --- removal leaves nothing behind ---------------------------------------------------
-rm_wl "$WEB"
-rm_wl "$ENVW"
 # workload ls drops a workload as soon as it is deleted; the agent says
 # when it has removed everything.
 removed() { grep -q "msg=\"workload removed\" workload=$1\$" "$T/agent.log"; }
+
+# --- blue-green: two workloads share one published port ------------------------------
+# The new replica's app listens only after 5 s: started but not ready, it
+# must get no connections (they would be refused) while the old one serves.
+GREEN="$P-green"
+put "$GREEN" --image "$REG/busybox:1" --port 8080 --publish 18080 -- /bin/sh -c \
+	'sleep 5; mkdir -p /tmp/www && echo green >/tmp/www/index.html && exec httpd -f -p $PORT -h /tmp/www'
+wait_until 60 "$GREEN joined port 18080" grep -q \
+	"msg=\"forward: port shared\" key=$GREEN listen=0.0.0.0 port=18080 members=2" "$T/agent.log"
+for i in $(seq 10); do
+	http http://127.0.0.1:18080/ | has 'ink test image' ||
+		fail "request $i while $GREEN was not ready did not reach $WEB"
+done
+grep -q "ready: port 8080 answers" <(call logs "$GREEN" 100) &&
+	fail "$GREEN was ready already: nothing checked (its app should wait 5 s)"
+ok "a second workload joined published port 18080; not ready, it got no connections"
+wait_until 60 "$GREEN running" state_is running "$GREEN"
+bodies=$(for i in 1 2 3 4 5 6; do http http://127.0.0.1:18080/; echo; done)
+[ "$(grep -c '^green$' <<<"$bodies")" = 3 ] && [ "$(grep -c 'ink test image' <<<"$bodies")" -ge 3 ] ||
+	fail "both ready replicas should take turns: $bodies"
+ok "both replicas ready: connections to port 18080 alternate between them"
+# The old replica goes: unpublished before its sandbox stops, the port keeps
+# answering from the new one throughout.
+rm_wl "$WEB"
+wait_until 30 "$WEB unpublished" grep -q "msg=\"forward: port unpublished\" key=$WEB port=18080" \
+	"$T/agent.log"
+for i in $(seq 10); do
+	[ "$(http http://127.0.0.1:18080/)" = green ] || fail "request $i after $WEB was unpublished"
+done
 wait_until 60 "$WEB removed by the agent" removed "$WEB"
+for i in $(seq 5); do
+	[ "$(http http://127.0.0.1:18080/)" = green ] || fail "request $i after $WEB was removed"
+done
+ok "old replica removed: port 18080 kept answering from the new one"
+
+# --- removal leaves nothing behind ---------------------------------------------------
+rm_wl "$GREEN"
+rm_wl "$ENVW"
+wait_until 60 "$GREEN removed by the agent" removed "$GREEN"
 wait_until 60 "$ENVW removed by the agent" removed "$ENVW"
 no_sandboxes() { [ -z "$(runsc --root "$RUNSC_ROOT" list -quiet)" ]; }
 no_sandboxes || fail "sandboxes left: $(runsc --root "$RUNSC_ROOT" list -quiet)"
-[ -z "$(wl state "$WEB")$(wl state "$ENVW")" ] || fail "workload ls still lists them"
+[ -z "$(wl state "$WEB")$(wl state "$GREEN")$(wl state "$ENVW")" ] ||
+	fail "workload ls still lists them"
 [ -z "$(ls "$NSDIR")" ] || fail "namespace mounts left: $(ls "$NSDIR")"
 [ "$(in_node ip -o link show | grep -c ': ink')" = 0 ] || fail "veths left"
 ! ls -d /sys/fs/cgroup/*/ink/"$P"-* >/dev/null 2>&1 || fail "cgroups left"

@@ -3,7 +3,8 @@
  * once, half-close, an unreachable and an unresponsive target, unpublish,
  * idempotent publish and re-targeting, a port already in use, pause and
  * resume (held connections, hold expiry, re-targeting while paused), exact
- * byte counters, and no spinning while a peer does not read. */
+ * byte counters, no spinning while a peer does not read, and ports shared
+ * by several keys (round-robin among ready members, leaving, pausing). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -800,6 +801,243 @@ static void test_stats(void **state)
     srv_stop(s);
 }
 
+/* ------------------------------------------------------- shared ports */
+
+/* Which banner server a new connection to host:port reaches. */
+static char banner_at(const char *host, uint16_t port)
+{
+    int fd = connect_host(host, port);
+    if (fd < 0)
+        fail_msg("connect %s:%u: %s", host, port, strerror(errno));
+    char c = 0;
+    if (read_n(fd, &c, 1, WAIT_MS) < 0)
+        fail_msg("no banner through %s:%u", host, port);
+    close(fd);
+    return c;
+}
+
+static char banner(uint16_t port)
+{
+    return banner_at("127.0.0.1", port);
+}
+
+static void set_ready(fixture *fx, const char *key, bool ready)
+{
+    assert_int_equal(ink_forwarder_set_ready(fx->f, key, ready), 0);
+}
+
+static void test_group_round_robin(void **state)
+{
+    fixture *fx = *state;
+    server *a = srv_start(SRV_BANNER, 'A'), *b = srv_start(SRV_BANNER, 'B'),
+           *c = srv_start(SRV_BANNER, 'C');
+    uint16_t port = unused_port();
+    /* The second key asks for the same address and port: it joins the
+     * first one's listener instead of failing with EADDRINUSE. */
+    assert_int_equal(publish_on(fx, "a", "127.0.0.1", port, a->port), port);
+    assert_int_equal(publish_on(fx, "b", "127.0.0.1", port, b->port), port);
+
+    /* Nobody ready: every member gets connections, as a lone mapping would. */
+    char seen[4];
+    for (int i = 0; i < 4; i++)
+        seen[i] = banner(port);
+    for (int i = 1; i < 4; i++)
+        if (seen[i] == seen[i - 1])
+            fail_msg("connections %d and %d both went to %c", i - 1, i, seen[i]);
+
+    /* Only a is ready: b gets none. */
+    set_ready(fx, "a", true);
+    uint64_t b_total = stats_of(fx, "b").connections_total;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(banner(port), 'A');
+    assert_int_equal(stats_of(fx, "b").connections_total, b_total);
+
+    /* Both ready: they alternate; c joins not ready and gets none, even
+     * after a re-publish of a (which keeps a ready). */
+    set_ready(fx, "b", true);
+    assert_int_equal(publish_on(fx, "c", "127.0.0.1", port, c->port), port);
+    assert_int_equal(publish_on(fx, "a", "127.0.0.1", port, a->port), port);
+    int na = 0, nb = 0;
+    char prev = 0;
+    for (int i = 0; i < 6; i++) {
+        char got = banner(port);
+        if (got == prev)
+            fail_msg("two connections in a row went to %c", got);
+        na += got == 'A';
+        nb += got == 'B';
+        prev = got;
+    }
+    assert_int_equal(na, 3);
+    assert_int_equal(nb, 3);
+    assert_int_equal(c->accepted, 0);
+    assert_int_equal(stats_of(fx, "c").connections_total, 0);
+
+    /* Counters are per key and add up to what was accepted. */
+    WAIT_FOR(fx->accepts == 14);
+    uint64_t total = stats_of(fx, "a").connections_total + stats_of(fx, "b").connections_total;
+    assert_int_equal(total, 14);
+    assert_int_equal(stats_of(fx, "a").connections_total, (uint64_t)a->accepted);
+    assert_int_equal(stats_of(fx, "b").connections_total, (uint64_t)b->accepted);
+    assert_true(stats_of(fx, "a").last_activity_ms > 0);
+    assert_int_equal(stats_of(fx, "c").last_activity_ms, 0);
+
+    /* No longer ready: back to the others. */
+    set_ready(fx, "a", false);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(banner(port), 'B');
+    assert_int_equal(ink_forwarder_set_ready(fx->f, "nobody", true), -1);
+    srv_stop(a);
+    srv_stop(b);
+    srv_stop(c);
+}
+
+static void test_group_leave(void **state)
+{
+    fixture *fx = *state;
+    server *a = srv_start(SRV_BANNER, 'A'), *b = srv_start(SRV_BANNER, 'B'),
+           *c = srv_start(SRV_BANNER, 'C');
+    uint16_t port = unused_port();
+    publish_on(fx, "a", "127.0.0.1", port, a->port);
+    publish_on(fx, "b", "127.0.0.1", port, b->port);
+    set_ready(fx, "a", true);
+    set_ready(fx, "b", true);
+    /* One open connection through each member. */
+    int fa = -1, fb = -1;
+    while (fa < 0 || fb < 0) {
+        int fd = connect_ok(port);
+        char got;
+        assert_int_equal(read_n(fd, &got, 1, WAIT_MS), 0);
+        int *slot = got == 'A' ? &fa : &fb;
+        if (*slot >= 0)
+            fail_msg("two connections in a row went to %c", got);
+        *slot = fd;
+    }
+
+    /* A member moving to a port of its own leaves the group. */
+    publish_on(fx, "c", "127.0.0.1", port, c->port);
+    set_ready(fx, "c", true);
+    uint16_t own = publish_ok(fx, "c", c->port);
+    assert_int_not_equal(own, port);
+    assert_int_equal(banner(own), 'C');
+
+    /* The old replica goes: its connections are reset, the other member's
+     * carry on, and the port keeps answering. */
+    ink_forwarder_unpublish(fx->f, "a");
+    expect_closed(fa, 2000);
+    close(fa);
+    round_trip(fb, "still here");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(banner(port), 'B');
+    assert_int_equal(c->accepted, 1);
+
+    /* A new member joins the listener that is left. */
+    publish_on(fx, "a2", "127.0.0.1", port, a->port);
+    set_ready(fx, "a2", true);
+    char x = banner(port), y = banner(port);
+    assert_true((x == 'A' && y == 'B') || (x == 'B' && y == 'A'));
+
+    /* The last member leaving closes the port. */
+    ink_forwarder_unpublish(fx->f, "a2");
+    ink_forwarder_unpublish(fx->f, "b");
+    expect_closed(fb, 2000);
+    close(fb);
+    assert_int_equal(connect_host("127.0.0.1", port), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+    assert_int_equal(banner(own), 'C');
+    srv_stop(a);
+    srv_stop(b);
+    srv_stop(c);
+}
+
+static void test_group_pause(void **state)
+{
+    fixture *fx = *state;
+    server *a = srv_start(SRV_BANNER, 'A'), *b = srv_start(SRV_BANNER, 'B');
+    uint16_t port = unused_port();
+    publish_on(fx, "a", "127.0.0.1", port, a->port);
+    publish_on(fx, "b", "127.0.0.1", port, b->port);
+    set_ready(fx, "b", true);
+
+    /* A paused member is skipped while another is not paused. */
+    assert_int_equal(ink_forwarder_pause(fx->f, "b", 60000), 0);
+    assert_int_equal(banner(port), 'A');
+    assert_int_equal(banner(port), 'A');
+
+    /* Every member paused: held, and the wake-up call names a paused
+     * member, the ready one first. */
+    assert_int_equal(ink_forwarder_pause(fx->f, "a", 60000), 0);
+    int accepts = fx->accepts;
+    int h1 = connect_ok(port);
+    WAIT_FOR(fx->accepts == accepts + 1);
+    assert_string_equal(fx->last_key, "b");
+    int h2 = connect_ok(port);
+    WAIT_FOR(fx->accepts == accepts + 2);
+    expect_silent(h1, 200);
+    assert_int_equal(b->accepted, 0);
+    assert_int_equal(a->accepted, 2);
+
+    /* Resuming any member connects all of the group's held connections to
+     * it, with their counts. */
+    uint64_t b_active = stats_of(fx, "b").connections_active;
+    uint64_t a_active = stats_of(fx, "a").connections_active;
+    assert_int_equal(a_active + b_active, 2);
+    assert_int_equal(ink_forwarder_resume(fx->f, "a"), 0);
+    char got;
+    assert_int_equal(read_n(h1, &got, 1, WAIT_MS), 0);
+    assert_int_equal(got, 'A');
+    assert_int_equal(read_n(h2, &got, 1, WAIT_MS), 0);
+    assert_int_equal(got, 'A');
+    assert_int_equal(stats_of(fx, "a").connections_active, 2);
+    assert_int_equal(stats_of(fx, "b").connections_active, 0);
+    close(h1);
+    close(h2);
+
+    /* Held for a member that leaves: the connection stays in the group and
+     * goes to the member that resumes. */
+    assert_int_equal(ink_forwarder_pause(fx->f, "a", 60000), 0);
+    int h3 = connect_ok(port);
+    WAIT_FOR(fx->accepts == accepts + 3);
+    char holder[INK_FORWARD_KEY_MAX + 1];
+    snprintf(holder, sizeof holder, "%s", fx->last_key);
+    const char *other = strcmp(holder, "a") == 0 ? "b" : "a";
+    ink_forwarder_unpublish(fx->f, holder);
+    expect_silent(h3, 200);
+    assert_int_equal(stats_of(fx, other).connections_active, 1);
+    assert_int_equal(ink_forwarder_resume(fx->f, other), 0);
+    assert_int_equal(read_n(h3, &got, 1, WAIT_MS), 0);
+    assert_int_equal(got, other[0] - 'a' + 'A');
+    close(h3);
+    srv_stop(a);
+    srv_stop(b);
+}
+
+static void test_group_keys(void **state)
+{
+    fixture *fx = *state;
+    server *a = srv_start(SRV_BANNER, 'A'), *b = srv_start(SRV_BANNER, 'B');
+    /* Port 0 never groups: each gets a port of its own, and that port is
+     * not open to other keys either. */
+    uint16_t p1 = publish_ok(fx, "x", a->port), p2 = publish_ok(fx, "y", b->port);
+    assert_int_not_equal(p1, p2);
+    assert_int_equal(banner(p1), 'A');
+    assert_int_equal(banner(p2), 'B');
+    struct sockaddr_in t = loopback("127.0.0.1", b->port);
+    ink_err err = {0};
+    assert_int_equal(ink_forwarder_publish(fx->f, "z", "127.0.0.1", p1, &t, NULL, &err), -1);
+    assert_int_equal(err.errnum, EADDRINUSE);
+
+    /* The same port on another address is another group. */
+    uint16_t port = unused_port();
+    publish_on(fx, "one", "127.0.0.1", port, a->port);
+    publish_on(fx, "two", "127.0.0.2", port, b->port);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(banner_at("127.0.0.1", port), 'A');
+        assert_int_equal(banner_at("127.0.0.2", port), 'B');
+    }
+    srv_stop(a);
+    srv_stop(b);
+}
+
 static int64_t cpu_ms(void)
 {
     struct rusage ru;
@@ -947,6 +1185,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pause_retarget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_hold_expires, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_round_robin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_leave, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_no_spin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_closed_no_spin, setup, teardown),
     };

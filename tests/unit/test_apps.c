@@ -1,0 +1,1255 @@
+/* Unit tests for the app layer (coordinator/apps.c) and its controller
+ * (coordinator/controller.c) on a real SQLite store in a scratch directory.
+ * Nodes are registered and report workload status through the store, as
+ * agents would; the controller runs one pass at a time with a chosen
+ * clock. The controller ends create/update operations only once the app's
+ * URL answers HTTP, so tests that expect success run a tiny HTTP responder
+ * on 127.0.0.1 at the app's published port. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "apps.h"
+#include "apps_internal.h"
+#include "controller.h"
+#include "store.h"
+#include "testlib.h"
+#include "util.h"
+
+static const ink_caller CALLER = {.key_id = "k1", .project = "demo", .role = INK_ROLE_DEPLOYER};
+static const ink_controller_opts OPTS = {
+    .node_timeout_ms = 20000,
+    .node_lost_ms = 60000,
+    .place_grace_ms = 15000,
+    .probe_timeout_ms = 500,
+};
+
+#define RUNNING INK__V1__WORKLOAD_STATUS__STATE__RUNNING
+#define FAILED INK__V1__WORKLOAD_STATUS__STATE__FAILED
+#define PULLING INK__V1__WORKLOAD_STATUS__STATE__PULLING
+
+/* ------------------------------------------------------------ HTTP responder */
+
+/* Answers every connection with "HTTP/1.0 200 OK" and closes it. */
+typedef struct responder {
+    int fd;
+    pthread_t thread;
+    atomic_int stop;
+    bool running;
+} responder;
+
+static void *responder_main(void *arg)
+{
+    responder *r = arg;
+    while (!atomic_load(&r->stop)) {
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) != 1)
+            continue;
+        int c = accept4(r->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            continue;
+        /* Reads the request to its blank line first: closing with unread
+         * data would reset the connection before the client reads. */
+        char buf[2048];
+        size_t got = 0;
+        while (got < sizeof buf - 1) {
+            struct pollfd q = {.fd = c, .events = POLLIN};
+            if (poll(&q, 1, 2000) != 1)
+                break;
+            ssize_t n = recv(c, buf + got, sizeof buf - 1 - got, 0);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+            buf[got] = '\0';
+            if (strstr(buf, "\r\n\r\n"))
+                break;
+        }
+        static const char resp[] = "HTTP/1.0 200 OK\r\n\r\nok";
+        (void)!send(c, resp, sizeof resp - 1, MSG_NOSIGNAL);
+        shutdown(c, SHUT_WR);
+        close(c);
+    }
+    return NULL;
+}
+
+static int listen_on(uint32_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 16) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ------------------------------------------------------------------ fixture */
+
+typedef struct {
+    char dir[128];
+    char db[192];
+    ink_store *s;
+    responder http;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = ink_xcalloc(1, sizeof *f);
+    if (test_mkdtemp(f->dir, sizeof f->dir, "apps") < 0)
+        return -1;
+    snprintf(f->db, sizeof f->db, "%s/ink.db", f->dir);
+    ink_err err = {0};
+    if (ink_store_open(f->db, &f->s, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    f->http.fd = -1;
+    *state = f;
+    return 0;
+}
+
+static void responder_stop(fixture *f)
+{
+    if (!f->http.running)
+        return;
+    atomic_store(&f->http.stop, 1);
+    pthread_join(f->http.thread, NULL);
+    close(f->http.fd);
+    f->http.fd = -1;
+    f->http.running = false;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    responder_stop(f);
+    ink_store_close(f->s);
+    test_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+/* The published port the app was given, read from the database. */
+static uint32_t app_port(fixture *f, const char *name)
+{
+    sqlite3 *db = ink_store_lock(f->s);
+    sqlite3_stmt *st = NULL;
+    uint32_t port = 0;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT published_port FROM apps WHERE project = 'demo' AND name = ?"
+                           " AND deleted_ms = 0",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            port = (uint32_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    ink_store_unlock(f->s);
+    return port;
+}
+
+/* Serves HTTP at the app's published port; returns the port. Call before
+ * the app's first pass. Should another process hold that port, the
+ * responder takes a free one and the app's row is moved to it (before any
+ * replica carries the port), so that tests running side by side (plain and
+ * valgrind variants) do not depend on each other. */
+static uint32_t responder_start(fixture *f, const char *app)
+{
+    assert_false(f->http.running);
+    uint32_t port = app_port(f, app);
+    assert_true(port >= INK_APP_PORT_MIN && port <= INK_APP_PORT_MAX);
+    int fd = listen_on(port);
+    if (fd < 0) {
+        fd = listen_on(0);
+        assert_true(fd >= 0);
+        struct sockaddr_in a;
+        socklen_t len = sizeof a;
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        port = ntohs(a.sin_port);
+        sqlite3 *db = ink_store_lock(f->s);
+        char sql[200];
+        snprintf(sql, sizeof sql,
+                 "UPDATE apps SET published_port = %u WHERE project = 'demo' AND name = '%s'"
+                 " AND deleted_ms = 0",
+                 port, app);
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        ink_store_unlock(f->s);
+        assert_int_equal(rc, SQLITE_OK);
+    }
+    f->http.fd = fd;
+    atomic_store(&f->http.stop, 0);
+    assert_int_equal(pthread_create(&f->http.thread, NULL, responder_main, &f->http), 0);
+    f->http.running = true;
+    return port;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static void add_node(fixture *f, const char *id, const char *instance, int64_t now_ms)
+{
+    Ink__V1__Capacity cap = INK__V1__CAPACITY__INIT;
+    cap.cpus = 4;
+    cap.memory_bytes = 8ULL << 30;
+    Ink__V1__RegisterRequest r = INK__V1__REGISTER_REQUEST__INIT;
+    r.node_id = (char *)id;
+    r.hostname = (char *)id;
+    r.agent_endpoint = "127.0.0.1:1";
+    r.capacity = &cap;
+    r.instance_id = (char *)instance;
+    r.public_address = "127.0.0.1";
+    ink_err err = {0};
+    assert_int_equal(ink_store_register_node(f->s, &r, now_ms, &err), 0);
+}
+
+typedef struct status {
+    const char *id;
+    int state;
+    const char *reason;
+} status;
+
+/* The node's whole report: the workloads listed, nothing else. */
+static void report(fixture *f, const char *node, const char *instance, int64_t now_ms,
+                   const status *st, size_t n)
+{
+    Ink__V1__WorkloadStatus ws[8];
+    Ink__V1__WorkloadStatus *ptrs[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        ink__v1__workload_status__init(&ws[i]);
+        ws[i].workload_id = (char *)st[i].id;
+        ws[i].generation = 1;
+        ws[i].state = st[i].state;
+        ws[i].reason = (char *)(st[i].reason ? st[i].reason : "");
+        ws[i].image_digest = st[i].state == RUNNING ? "sha256:0123abcd" : "";
+        ws[i].since_unix_ms = now_ms;
+        ptrs[i] = &ws[i];
+    }
+    Ink__V1__ReportStatusRequest r = INK__V1__REPORT_STATUS_REQUEST__INIT;
+    r.node_id = (char *)node;
+    r.instance_id = (char *)instance;
+    r.workloads = ptrs;
+    r.n_workloads = n;
+    ink_err err = {0};
+    assert_int_equal(ink_store_report_status(f->s, &r, now_ms, &err), 0);
+}
+
+static int pass(fixture *f, int64_t now_ms)
+{
+    int rc = ink_controller_pass(f->s, &OPTS, now_ms);
+    assert_true(rc >= 0);
+    return rc;
+}
+
+static const char *js(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
+static json_t *get_op(fixture *f, const char *id)
+{
+    json_t *op = NULL;
+    ink_err err = {0};
+    assert_int_equal(ink_apps_get_operation(f->s, "demo", id, &op, &err), 0);
+    return op;
+}
+
+static void assert_op_status(fixture *f, const char *id, const char *want)
+{
+    json_t *op = get_op(f, id);
+    if (strcmp(js(op, "status"), want) != 0)
+        fprintf(stderr, "operation %s: status %s (%s), want %s\n", id, js(op, "status"),
+                js(op, "message"), want);
+    assert_string_equal(js(op, "status"), want);
+    json_decref(op);
+}
+
+static json_t *get_app(fixture *f, const char *name)
+{
+    json_t *app = NULL;
+    ink_err err = {0};
+    int rc = ink_apps_get(f->s, "demo", name, &app, &err);
+    if (rc != 0)
+        fprintf(stderr, "get %s: %s\n", name, err.msg);
+    assert_int_equal(rc, 0);
+    return app;
+}
+
+static json_t *list_apps(fixture *f)
+{
+    json_t *list = NULL;
+    ink_err err = {0};
+    assert_int_equal(ink_apps_list(f->s, "demo", NULL, 0, &list, &err), 0);
+    return list;
+}
+
+/* Creates the app; returns rc and copies the operation id into opid. */
+static int create(fixture *f, json_t *args, int64_t now_ms, char opid[40], ink_err *err)
+{
+    json_t *op = NULL;
+    int rc = ink_apps_create(f->s, &CALLER, args, now_ms, &op, err);
+    json_decref(args);
+    if (rc >= 0) {
+        assert_non_null(op);
+        if (opid)
+            snprintf(opid, 40, "%s", js(op, "operation_id"));
+    } else {
+        assert_null(op);
+    }
+    json_decref(op);
+    return rc;
+}
+
+static int update(fixture *f, json_t *args, int64_t now_ms, char opid[40], ink_err *err)
+{
+    json_t *op = NULL;
+    int rc = ink_apps_update(f->s, &CALLER, args, now_ms, &op, err);
+    json_decref(args);
+    if (rc >= 0) {
+        assert_non_null(op);
+        if (opid)
+            snprintf(opid, 40, "%s", js(op, "operation_id"));
+    }
+    json_decref(op);
+    return rc;
+}
+
+static json_t *web_args(const char *image)
+{
+    return json_pack("{s:s, s:s, s:i, s:{s:s}}", "name", "web", "image", image, "port", 8080, "env",
+                     "MODE", "prod");
+}
+
+/* Assignments on node (every node's when NULL). */
+static size_t workloads(fixture *f, const char *node, ink_workload_row **rows)
+{
+    ink_workload_row *r = NULL;
+    size_t n = 0;
+    ink_err err = {0};
+    assert_int_equal(ink_store_list_workloads(f->s, node, &r, &n, &err), 0);
+    if (rows) {
+        *rows = r;
+    } else {
+        ink_store_free_workloads(r, n);
+    }
+    return n;
+}
+
+/* The single assignment's workload id (asserts there is exactly one). */
+static void only_workload(fixture *f, const char *node, char id[64])
+{
+    ink_workload_row *rows;
+    size_t n = workloads(f, node, &rows);
+    assert_int_equal(n, 1);
+    snprintf(id, 64, "%s", rows[0].spec->workload_id);
+    ink_store_free_workloads(rows, n);
+}
+
+static bool has_workload(fixture *f, const char *id)
+{
+    ink_workload_row *rows;
+    size_t n = workloads(f, NULL, &rows);
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        found |= strcmp(rows[i].spec->workload_id, id) == 0;
+    ink_store_free_workloads(rows, n);
+    return found;
+}
+
+/* Case-1 setup: "web" created on node-a, serving, its operation
+ * succeeded. Returns the published port; id is its replica. */
+static uint32_t running_web(fixture *f, char id[64])
+{
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(create(f, web_args("reg/x:1"), now, opid, &err), 0);
+    uint32_t port = responder_start(f, "web");
+    assert_true(pass(f, now) > 0);
+    only_workload(f, "node-a", id);
+    report(f, "node-a", "ia", ink_now_ms(), &(status){id, RUNNING, NULL}, 1);
+    pass(f, ink_now_ms());
+    assert_op_status(f, opid, "succeeded");
+    return port;
+}
+
+/* ------------------------------------------------------------------ 1. create */
+
+static void test_create_places_and_serves(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    json_t *op = NULL;
+    json_t *args = web_args("reg/x:1");
+    assert_int_equal(ink_apps_create(f->s, &CALLER, args, now, &op, &err), 0);
+    json_decref(args);
+    assert_string_equal(js(op, "status"), "running");
+    assert_string_equal(js(op, "kind"), "create_app");
+    assert_string_equal(js(op, "app"), "web");
+    assert_string_equal(js(op, "project"), "demo");
+    assert_true(json_is_null(json_object_get(op, "url")));
+    char opid[40];
+    snprintf(opid, sizeof opid, "%s", js(op, "operation_id"));
+    assert_true(strncmp(opid, "op-", 3) == 0);
+    json_decref(op);
+    /* The first app of a fresh store gets the first published port. */
+    assert_int_equal(app_port(f, "web"), INK_APP_PORT_MIN);
+    uint32_t port = responder_start(f, "web");
+
+    /* One replica, assigned to the node with everything the agent needs. */
+    assert_true(pass(f, now) > 0);
+    ink_workload_row *rows;
+    size_t n = workloads(f, NULL, &rows);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].node_id, "node-a");
+    Ink__V1__Assignment *a = rows[0].spec;
+    assert_true(strncmp(a->workload_id, "web-", 4) == 0);
+    assert_string_equal(a->app, "web");
+    assert_string_equal(a->project, "demo");
+    assert_string_equal(a->image, "reg/x:1");
+    assert_int_equal(a->port, 8080);
+    assert_int_equal(a->published_port, port);
+    assert_non_null(a->resources);
+    assert_int_equal(a->resources->cpu_millis, INK_APP_DEFAULT_CPU_MILLIS);
+    assert_int_equal(a->resources->memory_bytes, (uint64_t)INK_APP_DEFAULT_MEMORY_MB << 20);
+    assert_int_equal(a->n_env, 1);
+    assert_string_equal(a->env[0]->name, "MODE");
+    assert_string_equal(a->env[0]->value, "prod");
+    assert_int_equal(a->n_secret_env, 0);
+    char id[64];
+    snprintf(id, sizeof id, "%s", a->workload_id);
+    ink_store_free_workloads(rows, n);
+    /* Nothing reported yet: still running, and a second pass places
+     * nothing more. */
+    assert_op_status(f, opid, "running");
+    pass(f, now + 1);
+    assert_int_equal(workloads(f, NULL, NULL), 1);
+    assert_op_status(f, opid, "running");
+
+    /* The agent reports it running: the URL answers, the operation ends. */
+    report(f, "node-a", "ia", ink_now_ms(), &(status){id, RUNNING, NULL}, 1);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", port);
+    op = get_op(f, opid);
+    assert_string_equal(js(op, "status"), "succeeded");
+    assert_string_equal(js(op, "url"), url);
+    assert_int_equal(json_integer_value(json_object_get(op, "progress")), 100);
+    json_decref(op);
+
+    json_t *app = get_app(f, "web");
+    assert_string_equal(js(app, "status"), "running");
+    assert_string_equal(js(app, "url"), url);
+    assert_string_equal(js(app, "image"), "reg/x:1");
+    assert_string_equal(js(app, "image_digest"), "sha256:0123abcd");
+    assert_string_equal(js(app, "operation_id"), opid);
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 1);
+    assert_int_equal(json_integer_value(json_object_get(app, "ready_replicas")), 1);
+    assert_string_equal(js(json_object_get(app, "env"), "MODE"), "prod");
+    json_t *reps = json_object_get(app, "replica_status");
+    assert_int_equal(json_array_size(reps), 1);
+    json_t *r0 = json_array_get(reps, 0);
+    assert_string_equal(js(r0, "id"), id);
+    assert_string_equal(js(r0, "node"), "node-a");
+    assert_string_equal(js(r0, "state"), "running");
+    assert_string_equal(js(r0, "image_digest"), "sha256:0123abcd");
+    assert_string_equal(js(r0, "url"), url);
+    json_decref(app);
+
+    json_t *list = list_apps(f);
+    json_t *apps = json_object_get(list, "apps");
+    assert_int_equal(json_array_size(apps), 1);
+    assert_string_equal(js(json_array_get(apps, 0), "app"), "web");
+    assert_string_equal(js(json_array_get(apps, 0), "status"), "running");
+    assert_string_equal(js(json_array_get(apps, 0), "url"), url);
+    assert_true(json_is_null(json_object_get(list, "next_cursor")));
+    json_decref(list);
+}
+
+/* ------------------------------------------------------------- 2. idempotency */
+
+static void test_idempotency(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    ink_err err = {0};
+    char op1[40], op2[40];
+    json_t *args = web_args("reg/x:1");
+    json_object_set_new(args, "idempotency_key", json_string("k"));
+    assert_int_equal(create(f, json_deep_copy(args), now, op1, &err), 0);
+    /* The same request again: the same operation. */
+    assert_int_equal(create(f, json_deep_copy(args), now + 5, op2, &err), 1);
+    assert_string_equal(op1, op2);
+    /* The same key for another request: a conflict naming the operation. */
+    json_object_set_new(args, "image", json_string("reg/x:2"));
+    err = (ink_err){0};
+    assert_int_equal(create(f, args, now, NULL, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ECONFLICT);
+    assert_non_null(strstr(err.msg, op1));
+
+    /* No key, identical arguments: a retry of the create. */
+    err = (ink_err){0};
+    assert_int_equal(create(f, web_args("reg/x:1"), now, op2, &err), 1);
+    assert_string_equal(op1, op2);
+    /* No key, other arguments: the name is taken. */
+    err = (ink_err){0};
+    assert_int_equal(create(f, web_args("reg/x:2"), now, NULL, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ECONFLICT);
+    assert_non_null(strstr(err.msg, "already exists"));
+
+    /* Still one app, unchanged. */
+    json_t *list = list_apps(f);
+    assert_int_equal(json_array_size(json_object_get(list, "apps")), 1);
+    json_decref(list);
+    json_t *app = get_app(f, "web");
+    assert_string_equal(js(app, "image"), "reg/x:1");
+    json_decref(app);
+}
+
+/* ----------------------------------------------------------- 3. invalid input */
+
+static void test_invalid_input(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    json_t *bad[] = {
+        json_pack("{s:s, s:s, s:i}", "name", "Web!", "image", "reg/x:1", "port", 8080),
+        json_pack("{s:s, s:s, s:i}", "name", "web", "image", "reg/x:1", "port", 0),
+        json_pack("{s:s, s:s, s:i, s:i}", "name", "web", "image", "reg/x:1", "port", 8080,
+                  "memory_mb", 1),
+        json_pack("{s:s, s:s, s:i, s:{s:s}}", "name", "web", "image", "reg/x:1", "port", 8080,
+                  "env", "1X", "a"),
+        json_pack("{s:s, s:s, s:i, s:{s:i}}", "name", "web", "image", "reg/x:1", "port", 8080,
+                  "env", "A", 1),
+        json_pack("{s:s, s:s, s:i, s:{s:s}, s:{s:s}}", "name", "web", "image", "reg/x:1", "port",
+                  8080, "env", "TOKEN", "a", "secret_env", "TOKEN", "b"),
+        json_pack("{s:s, s:i}", "name", "web", "port", 8080),
+        json_pack("{s:s, s:s, s:i}", "name", "web", "image", "reg/x 1", "port", 8080),
+        json_pack("{s:s, s:s, s:i, s:i, s:i}", "name", "web", "image", "reg/x:1", "port", 8080,
+                  "replicas", 1, "min_replicas", 2),
+    };
+    for (size_t i = 0; i < INK_ARRAY_LEN(bad); i++) {
+        ink_err err = {0};
+        int rc = create(f, bad[i], now, NULL, &err);
+        if (rc != -1 || err.errnum != INK_APPS_EINVAL)
+            fprintf(stderr, "case %zu: rc %d errnum %d: %s\n", i, rc, err.errnum, err.msg);
+        assert_int_equal(rc, -1);
+        assert_int_equal(err.errnum, INK_APPS_EINVAL);
+        assert_true(err.msg[0] != '\0');
+    }
+    json_t *list = list_apps(f);
+    assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
+    json_decref(list);
+    /* Nothing reached the database either. */
+    sqlite3 *db = ink_store_lock(f->s);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT COUNT(*) FROM apps) +"
+                                        " (SELECT COUNT(*) FROM operations)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t rows = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    ink_store_unlock(f->s);
+    assert_int_equal(rows, 0);
+}
+
+/* ---------------------------------------------------------- 4. rolling update */
+
+static void test_rolling_update(void **state)
+{
+    fixture *f = *state;
+    char old[64];
+    running_web(f, old);
+    ink_err err = {0};
+    char opid[40];
+    json_t *op = NULL;
+    json_t *args = json_pack("{s:s, s:s}", "name", "web", "image", "reg/x:2");
+    assert_int_equal(ink_apps_update(f->s, &CALLER, args, ink_now_ms(), &op, &err), 0);
+    json_decref(args);
+    assert_string_equal(js(op, "kind"), "update_app");
+    assert_string_equal(js(op, "status"), "running");
+    snprintf(opid, sizeof opid, "%s", js(op, "operation_id"));
+    json_decref(op);
+    json_t *app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 2);
+    assert_string_equal(js(app, "status"), "deploying");
+    json_decref(app);
+
+    /* The new replica starts beside the old one. */
+    assert_true(pass(f, ink_now_ms()) > 0);
+    ink_workload_row *rows;
+    size_t n = workloads(f, "node-a", &rows);
+    assert_int_equal(n, 2);
+    char new[64] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].spec->workload_id, old) == 0) {
+            assert_string_equal(rows[i].spec->image, "reg/x:1");
+        } else {
+            snprintf(new, sizeof new, "%s", rows[i].spec->workload_id);
+            assert_string_equal(rows[i].spec->image, "reg/x:2");
+        }
+    }
+    ink_store_free_workloads(rows, n);
+    assert_true(new[0] != '\0');
+
+    /* Where to reach them: the current generation first. */
+    ink_replica_ref *refs = NULL;
+    size_t nrefs = 0;
+    assert_int_equal(ink_apps_replicas(f->s, "demo", "web", &refs, &nrefs, &err), 0);
+    assert_int_equal(nrefs, 2);
+    assert_string_equal(refs[0].workload_id, new);
+    assert_true(refs[0].current);
+    assert_int_equal(refs[0].generation, 2);
+    assert_string_equal(refs[0].agent_endpoint, "127.0.0.1:1");
+    assert_string_equal(refs[1].workload_id, old);
+    assert_false(refs[1].current);
+    assert_string_equal(refs[1].state, "running");
+    free(refs);
+
+    /* Not serving yet: the old one stays. */
+    pass(f, ink_now_ms());
+    assert_int_equal(workloads(f, NULL, NULL), 2);
+    report(f, "node-a", "ia", ink_now_ms(),
+           (status[]){{old, RUNNING, NULL}, {new, PULLING, "pulling reg/x:2"}}, 2);
+    pass(f, ink_now_ms());
+    assert_int_equal(workloads(f, NULL, NULL), 2);
+    assert_true(has_workload(f, old));
+    assert_op_status(f, opid, "running");
+
+    /* The new one serves: the old one goes, the update ends. */
+    report(f, "node-a", "ia", ink_now_ms(), (status[]){{old, RUNNING, NULL}, {new, RUNNING, NULL}},
+           2);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char only[64];
+    only_workload(f, NULL, only);
+    assert_string_equal(only, new);
+    assert_op_status(f, opid, "succeeded");
+    app = get_app(f, "web");
+    assert_string_equal(js(app, "status"), "running");
+    assert_string_equal(js(app, "image"), "reg/x:2");
+    json_t *reps = json_object_get(app, "replica_status");
+    assert_int_equal(json_array_size(reps), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(reps, 0), "generation")), 2);
+    json_decref(app);
+}
+
+static void test_failed_update_keeps_old(void **state)
+{
+    fixture *f = *state;
+    char old[64];
+    running_web(f, old);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(update(f, json_pack("{s:s, s:s}", "name", "web", "image", "reg/x:nope"),
+                            ink_now_ms(), opid, &err),
+                     0);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    ink_workload_row *rows;
+    size_t n = workloads(f, NULL, &rows);
+    assert_int_equal(n, 2);
+    char new[64] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].spec->workload_id, old) != 0)
+            snprintf(new, sizeof new, "%s", rows[i].spec->workload_id);
+    }
+    ink_store_free_workloads(rows, n);
+    assert_true(new[0] != '\0');
+
+    report(f, "node-a", "ia", ink_now_ms(),
+           (status[]){{old, RUNNING, NULL}, {new, FAILED, "pulling image: manifest unknown"}}, 2);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    json_t *op = get_op(f, opid);
+    assert_string_equal(js(op, "status"), "failed");
+    assert_non_null(strstr(js(op, "message"), "pulling image: manifest unknown"));
+    assert_non_null(strstr(js(op, "message"), "previous version keeps serving"));
+    assert_true(json_is_null(json_object_get(op, "url")));
+    json_decref(op);
+
+    json_t *app = get_app(f, "web");
+    assert_string_equal(js(app, "status"), "degraded");
+    assert_non_null(strstr(js(app, "status_reason"), "manifest unknown"));
+    /* The old replica still serves the URL. */
+    assert_true(json_is_string(json_object_get(app, "url")));
+    json_decref(app);
+    assert_true(has_workload(f, old));
+    /* Later passes keep it too. */
+    pass(f, ink_now_ms());
+    assert_true(has_workload(f, old));
+}
+
+/* ------------------------------------------------------------------ 5. delete */
+
+static void test_delete(void **state)
+{
+    fixture *f = *state;
+    char id[64];
+    running_web(f, id);
+    ink_err err = {0};
+    json_t *op = NULL;
+    assert_int_equal(ink_apps_delete(f->s, &CALLER, "web", ink_now_ms(), &op, &err), 0);
+    assert_string_equal(js(op, "kind"), "delete_app");
+    assert_string_equal(js(op, "status"), "running");
+    char opid[40];
+    snprintf(opid, sizeof opid, "%s", js(op, "operation_id"));
+    json_decref(op);
+    /* Deleting it again while that runs: the same operation. */
+    assert_int_equal(ink_apps_delete(f->s, &CALLER, "web", ink_now_ms(), &op, &err), 1);
+    assert_string_equal(js(op, "operation_id"), opid);
+    json_decref(op);
+
+    assert_true(pass(f, ink_now_ms()) > 0);
+    assert_int_equal(workloads(f, NULL, NULL), 0);
+    assert_op_status(f, opid, "succeeded");
+    json_t *app = NULL;
+    err = (ink_err){0};
+    assert_int_equal(ink_apps_get(f->s, "demo", "web", &app, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ENOTFOUND);
+    assert_null(app);
+    json_t *list = list_apps(f);
+    assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
+    json_decref(list);
+    err = (ink_err){0};
+    assert_int_equal(ink_apps_delete(f->s, &CALLER, "web", ink_now_ms(), &op, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ENOTFOUND);
+
+    /* The name (and the port) can be used again. */
+    char op2[40];
+    assert_int_equal(create(f, web_args("reg/x:3"), ink_now_ms(), op2, &err), 0);
+    assert_string_not_equal(op2, opid);
+    assert_int_equal(app_port(f, "web"), INK_APP_PORT_MIN); /* free again */
+    app = get_app(f, "web");
+    assert_string_equal(js(app, "image"), "reg/x:3");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 1);
+    json_decref(app);
+    pass(f, ink_now_ms());
+    assert_int_equal(workloads(f, NULL, NULL), 1);
+}
+
+/* ------------------------------------------------------- 6. restart durability */
+
+static void test_restart_durability(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    json_t *args = web_args("reg/x:1");
+    json_object_set_new(args, "idempotency_key", json_string("deploy-1"));
+    char opid[40];
+    assert_int_equal(create(f, json_deep_copy(args), now, opid, &err), 0);
+    assert_true(pass(f, now) > 0);
+    char id[64];
+    only_workload(f, NULL, id);
+
+    /* The coordinator dies and comes back on the same file. */
+    ink_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(ink_store_open(f->db, &f->s, &err), 0);
+    pass(f, now + 1000);
+    pass(f, now + 2000);
+    char again[64];
+    only_workload(f, NULL, again);
+    assert_string_equal(again, id);
+    assert_op_status(f, opid, "running");
+
+    /* The client retries its create: the same operation. */
+    char op2[40];
+    assert_int_equal(create(f, args, now + 3000, op2, &err), 1);
+    assert_string_equal(op2, opid);
+    pass(f, now + 3000);
+    assert_int_equal(workloads(f, NULL, NULL), 1);
+}
+
+/* ---------------------------------------------------------------- 7. node lost */
+
+static void test_node_lost(void **state)
+{
+    fixture *f = *state;
+    int64_t t0 = ink_now_ms();
+    add_node(f, "node-a", "ia", t0);
+    add_node(f, "node-b", "ib", t0);
+    ink_err err = {0};
+    assert_int_equal(create(f, web_args("reg/x:1"), t0, NULL, &err), 0);
+    assert_true(pass(f, t0) > 0);
+    char id[64];
+    only_workload(f, "node-a", id);
+    assert_int_equal(workloads(f, "node-b", NULL), 0);
+    report(f, "node-a", "ia", t0, &(status){id, RUNNING, NULL}, 1);
+
+    /* Silent past node_timeout but not node_lost: unreachable, kept. */
+    int64_t t1 = t0 + 30000;
+    report(f, "node-b", "ib", t1, NULL, 0);
+    pass(f, t1);
+    assert_int_equal(workloads(f, "node-a", NULL), 1);
+    assert_int_equal(workloads(f, "node-b", NULL), 0);
+
+    /* Silent past node_lost: replaced on node-b, removed from node-a. */
+    int64_t t2 = t0 + OPTS.node_lost_ms + 10000;
+    report(f, "node-b", "ib", t2, NULL, 0);
+    assert_true(pass(f, t2) > 0);
+    assert_int_equal(workloads(f, "node-a", NULL), 0);
+    char moved[64];
+    only_workload(f, "node-b", moved);
+    assert_string_not_equal(moved, id);
+    /* Stable afterwards. */
+    report(f, "node-b", "ib", t2 + 1000, &(status){moved, RUNNING, NULL}, 1);
+    pass(f, t2 + 1000);
+    assert_int_equal(workloads(f, NULL, NULL), 1);
+}
+
+/* --------------------------------------------------------------------- 8. scale */
+
+static void test_scale(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    add_node(f, "node-b", "ib", now);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(create(f,
+                            json_pack("{s:s, s:s, s:i, s:i}", "name", "web", "image", "reg/x:1",
+                                      "port", 8080, "replicas", 3),
+                            now, opid, &err),
+                     0);
+    responder_start(f, "web");
+    assert_true(pass(f, now) > 0);
+    size_t na = workloads(f, "node-a", NULL), nb = workloads(f, "node-b", NULL);
+    assert_int_equal(na + nb, 3);
+    assert_true(na >= 1 && nb >= 1);
+
+    /* Every replica serves. */
+    const char *nodes[] = {"node-a", "node-b"}, *inst[] = {"ia", "ib"};
+    char first[64] = "";
+    for (size_t k = 0; k < 2; k++) {
+        ink_workload_row *rows;
+        size_t n = workloads(f, nodes[k], &rows);
+        status st[4];
+        for (size_t i = 0; i < n; i++)
+            st[i] = (status){rows[i].spec->workload_id, RUNNING, NULL};
+        report(f, nodes[k], inst[k], ink_now_ms(), st, n);
+        ink_store_free_workloads(rows, n);
+    }
+    pass(f, ink_now_ms());
+    assert_op_status(f, opid, "succeeded");
+    /* The nodes view counts them. */
+    json_t *nl = NULL;
+    assert_int_equal(ink_apps_list_nodes(f->s, ink_now_ms(), OPTS.node_timeout_ms, &nl, &err), 0);
+    json_t *ns = json_object_get(nl, "nodes");
+    assert_int_equal(json_array_size(ns), 2);
+    json_int_t total = 0;
+    double cpu = 0;
+    for (size_t i = 0; i < 2; i++) {
+        json_t *nd = json_array_get(ns, i);
+        assert_string_equal(js(nd, "node"), nodes[i]);
+        assert_string_equal(js(nd, "status"), "ready");
+        assert_string_equal(js(nd, "address"), "127.0.0.1");
+        total += json_integer_value(json_object_get(nd, "replicas"));
+        cpu += json_real_value(json_object_get(nd, "cpu_allocated"));
+    }
+    assert_int_equal(total, 3);
+    assert_true(cpu > 0.74 && cpu < 0.76);
+    json_decref(nl);
+    json_t *app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "ready_replicas")), 3);
+    assert_string_equal(js(app, "status"), "running");
+    /* The slot-0 replica is listed first. */
+    snprintf(first, sizeof first, "%s",
+             js(json_array_get(json_object_get(app, "replica_status"), 0), "id"));
+    json_decref(app);
+
+    /* Down to one: the others go, no new generation, no new replica. */
+    char op2[40];
+    assert_int_equal(
+        update(f, json_pack("{s:s, s:i}", "name", "web", "replicas", 1), ink_now_ms(), op2, &err),
+        0);
+    assert_string_not_equal(op2, opid);
+    app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 1);
+    assert_int_equal(json_integer_value(json_object_get(app, "replicas")), 1);
+    json_decref(app);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char left[64];
+    only_workload(f, NULL, left);
+    assert_string_equal(left, first);
+    assert_op_status(f, op2, "succeeded");
+    app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 1);
+    assert_int_equal(json_array_size(json_object_get(app, "replica_status")), 1);
+    json_decref(app);
+}
+
+/* ------------------------------------------------------------------- 9. secrets */
+
+#define SECRET "hunter2-SECRET"
+
+static bool dumps_contains(const json_t *v, const char *needle)
+{
+    char *text = json_dumps(v, JSON_COMPACT);
+    assert_non_null(text);
+    bool found = strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    char *data = NULL;
+    size_t len = 0;
+    ink_err err = {0};
+    if (ink_read_file(path, 256u << 20, &data, &len, &err) < 0)
+        return false; /* e.g. no -wal file */
+    bool found = memmem(data, len, needle, strlen(needle)) != NULL;
+    free(data);
+    return found;
+}
+
+/* The secret in any database file of the scratch directory (*.db, *-wal,
+ * *-journal). Returns how many such files were read into *files. */
+static bool db_files_contain(fixture *f, const char *needle, int *files)
+{
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    bool found = false;
+    *files = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        bool dbfile = (l > 3 && strcmp(e->d_name + l - 3, ".db") == 0) ||
+                      (l > 4 && strcmp(e->d_name + l - 4, "-wal") == 0) ||
+                      (l > 8 && strcmp(e->d_name + l - 8, "-journal") == 0);
+        if (!dbfile)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", f->dir, e->d_name);
+        (*files)++;
+        found |= file_contains(path, needle);
+    }
+    closedir(d);
+    return found;
+}
+
+static void test_secrets(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    json_t *op = NULL;
+    json_t *args = json_pack("{s:s, s:s, s:i, s:{s:s}, s:{s:s, s:s}}", "name", "web", "image",
+                             "reg/x:1", "port", 8080, "env", "MODE", "prod", "secret_env", "ZZ_KEY",
+                             "other-value", "API_TOKEN", SECRET);
+    assert_int_equal(ink_apps_create(f->s, &CALLER, args, now, &op, &err), 0);
+    json_decref(args);
+    assert_false(dumps_contains(op, SECRET));
+    char opid[40];
+    snprintf(opid, sizeof opid, "%s", js(op, "operation_id"));
+    json_decref(op);
+    assert_true(pass(f, now) > 0);
+
+    /* Views show the name and a fingerprint only. */
+    json_t *app = get_app(f, "web");
+    assert_false(dumps_contains(app, SECRET));
+    /* [{name, fingerprint}] sorted by name. */
+    json_t *se = json_object_get(app, "secret_env");
+    assert_int_equal(json_array_size(se), 2);
+    assert_string_equal(js(json_array_get(se, 0), "name"), "API_TOKEN");
+    assert_string_equal(js(json_array_get(se, 1), "name"), "ZZ_KEY");
+    const char *fp = js(json_array_get(se, 0), "fingerprint");
+    assert_true(strlen(fp) >= 8);
+    assert_string_not_equal(fp, js(json_array_get(se, 1), "fingerprint"));
+    assert_null(json_object_get(json_object_get(app, "env"), "API_TOKEN"));
+    json_decref(app);
+    json_t *list = list_apps(f);
+    assert_false(dumps_contains(list, SECRET));
+    json_decref(list);
+    op = get_op(f, opid);
+    assert_false(dumps_contains(op, SECRET));
+    json_decref(op);
+
+    /* The same secrets in another order are the same request. */
+    char op2[40];
+    assert_int_equal(create(f,
+                            json_pack("{s:s, s:s, s:i, s:{s:s}, s:{s:s, s:s}}", "name", "web",
+                                      "image", "reg/x:1", "port", 8080, "env", "MODE", "prod",
+                                      "secret_env", "API_TOKEN", SECRET, "ZZ_KEY", "other-value"),
+                            now, op2, &err),
+                     1);
+    assert_string_equal(op2, opid);
+    assert_int_equal(update(f,
+                            json_pack("{s:s, s:{s:s, s:s}}", "name", "web", "secret_env",
+                                      "API_TOKEN", SECRET, "ZZ_KEY", "other-value"),
+                            now, op2, &err),
+                     1);
+    assert_string_equal(op2, opid);
+
+    /* Listings of assignments keep the value sealed. */
+    ink_workload_row *rows;
+    size_t n = workloads(f, "node-a", &rows);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].spec->n_secret_env, 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_null(strstr(rows[0].spec->secret_env[i]->value, SECRET));
+    ink_store_free_workloads(rows, n);
+
+    /* The agent gets the value. */
+    ink_watch_batch b;
+    assert_int_equal(ink_store_watch_events(f->s, "node-a", 0, true, 100, &b, &err), 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.events[0]->kind, INK__V1__WATCH_EVENT__KIND__SNAPSHOT);
+    assert_int_equal(b.events[0]->n_assignments, 1);
+    Ink__V1__Assignment *a = b.events[0]->assignments[0];
+    assert_int_equal(a->n_secret_env, 2);
+    bool delivered = false;
+    for (size_t i = 0; i < a->n_secret_env; i++) {
+        if (strcmp(a->secret_env[i]->name, "API_TOKEN") == 0) {
+            assert_string_equal(a->secret_env[i]->value, SECRET);
+            delivered = true;
+        } else {
+            assert_string_equal(a->secret_env[i]->name, "ZZ_KEY");
+            assert_string_equal(a->secret_env[i]->value, "other-value");
+        }
+    }
+    assert_true(delivered);
+    assert_int_equal(a->n_env, 1);
+    ink_store_free_events(&b);
+
+    /* Not in the database files, before or after a checkpoint. */
+    int files = 0;
+    assert_false(db_files_contain(f, SECRET, &files));
+    assert_true(files >= 1);
+    ink_store_close(f->s);
+    f->s = NULL;
+    assert_false(db_files_contain(f, SECRET, &files));
+    assert_true(files >= 1);
+    assert_int_equal(ink_store_open(f->db, &f->s, &err), 0);
+}
+
+/* ----------------------------------------------------------------- 10. resources */
+
+static void test_resources(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    ink_err err = {0};
+    json_t *res = NULL;
+    json_t *args = json_pack("{s:s, s:s, s:i}", "type", "volume", "name", "data", "size_mb", 10);
+    assert_int_equal(ink_resources_create(f->s, &CALLER, args, now, &res, &err), 0);
+    assert_string_equal(js(res, "resource"), "data");
+    assert_string_equal(js(res, "project"), "demo");
+    assert_string_equal(js(res, "type"), "volume");
+    assert_int_equal(json_integer_value(json_object_get(res, "size_mb")), 10);
+    assert_string_equal(js(res, "status"), "available");
+    json_decref(res);
+    /* The same again is a no-op; another size conflicts. */
+    assert_int_equal(ink_resources_create(f->s, &CALLER, args, now, &res, &err), 1);
+    json_decref(res);
+    json_decref(args);
+    args = json_pack("{s:s, s:s, s:i}", "type", "volume", "name", "data", "size_mb", 20);
+    err = (ink_err){0};
+    assert_int_equal(ink_resources_create(f->s, &CALLER, args, now, &res, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ECONFLICT);
+    json_decref(args);
+
+    args = json_pack("{s:s, s:s}", "type", "postgres", "name", "db");
+    err = (ink_err){0};
+    assert_int_equal(ink_resources_create(f->s, &CALLER, args, now, &res, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_EINVAL);
+    assert_non_null(strstr(err.msg, "volume"));
+    assert_null(res);
+    json_decref(args);
+
+    json_t *list = NULL;
+    assert_int_equal(ink_resources_list(f->s, "demo", &list, &err), 0);
+    json_t *items = json_object_get(list, "resources");
+    assert_int_equal(json_array_size(items), 1);
+    assert_string_equal(js(json_array_get(items, 0), "resource"), "data");
+    json_decref(list);
+    assert_int_equal(ink_resources_list(f->s, "other", &list, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(list, "resources")), 0);
+    json_decref(list);
+
+    assert_int_equal(ink_resources_delete(f->s, &CALLER, "data", now + 1, &res, &err), 0);
+    assert_string_equal(js(res, "status"), "deleted");
+    json_decref(res);
+    assert_int_equal(ink_resources_list(f->s, "demo", &list, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(list, "resources")), 0);
+    json_decref(list);
+    err = (ink_err){0};
+    assert_int_equal(ink_resources_delete(f->s, &CALLER, "data", now + 2, &res, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ENOTFOUND);
+}
+
+/* ------------------------------------------------------------------- extras */
+
+/* Nothing fits: the operation waits place_grace_ms, then fails saying why. */
+static void test_no_node_fits(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(create(f,
+                            json_pack("{s:s, s:s, s:i, s:f}", "name", "big", "image", "reg/x:1",
+                                      "port", 8080, "cpu", 32.0),
+                            now, opid, &err),
+                     0);
+    pass(f, now);
+    assert_int_equal(workloads(f, NULL, NULL), 0);
+    json_t *op = get_op(f, opid);
+    assert_string_equal(js(op, "status"), "running");
+    assert_non_null(strstr(js(op, "message"), "waiting for a node"));
+    json_decref(op);
+    json_t *app = get_app(f, "big");
+    assert_string_equal(js(app, "status"), "deploying");
+    json_decref(app);
+    assert_true(pass(f, now + OPTS.place_grace_ms + 1000) > 0);
+    op = get_op(f, opid);
+    assert_string_equal(js(op, "status"), "failed");
+    assert_non_null(strstr(js(op, "message"), "cannot place a replica"));
+    json_decref(op);
+    assert_int_equal(workloads(f, NULL, NULL), 0);
+}
+
+/* An update that changes nothing returns the latest operation; restart
+ * replaces the replica with a new generation; an unknown app is named. */
+static void test_update_noop_and_restart(void **state)
+{
+    fixture *f = *state;
+    char old[64];
+    running_web(f, old);
+    json_t *app = get_app(f, "web");
+    char last[40];
+    snprintf(last, sizeof last, "%s", js(app, "operation_id"));
+    json_decref(app);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(update(f, json_pack("{s:s, s:s}", "name", "web", "image", "reg/x:1"),
+                            ink_now_ms(), opid, &err),
+                     1);
+    assert_string_equal(opid, last);
+    err = (ink_err){0};
+    assert_int_equal(update(f, json_pack("{s:s, s:s}", "name", "nope", "image", "reg/x:1"),
+                            ink_now_ms(), NULL, &err),
+                     -1);
+    assert_int_equal(err.errnum, INK_APPS_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "nope"));
+    err = (ink_err){0};
+    assert_int_equal(
+        update(f, json_pack("{s:s, s:i}", "name", "web", "port", 70000), ink_now_ms(), NULL, &err),
+        -1);
+    assert_int_equal(err.errnum, INK_APPS_EINVAL);
+
+    json_t *op = NULL;
+    assert_int_equal(ink_apps_restart(f->s, &CALLER, "web", ink_now_ms(), &op, &err), 0);
+    assert_string_equal(js(op, "kind"), "restart_app");
+    snprintf(opid, sizeof opid, "%s", js(op, "operation_id"));
+    json_decref(op);
+    app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 2);
+    json_decref(app);
+    pass(f, ink_now_ms());
+    assert_int_equal(workloads(f, NULL, NULL), 2);
+    ink_workload_row *rows;
+    size_t n = workloads(f, NULL, &rows);
+    char new[64] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].spec->workload_id, old) != 0)
+            snprintf(new, sizeof new, "%s", rows[i].spec->workload_id);
+    }
+    ink_store_free_workloads(rows, n);
+    report(f, "node-a", "ia", ink_now_ms(), (status[]){{old, RUNNING, NULL}, {new, RUNNING, NULL}},
+           2);
+    pass(f, ink_now_ms());
+    char only[64];
+    only_workload(f, NULL, only);
+    assert_string_equal(only, new);
+    assert_op_status(f, opid, "succeeded");
+}
+
+static void test_list_pages(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    const char *names[] = {"c-app", "a-app", "b-app"};
+    for (size_t i = 0; i < INK_ARRAY_LEN(names); i++) {
+        ink_err err = {0};
+        assert_int_equal(
+            create(f,
+                   json_pack("{s:s, s:s, s:i}", "name", names[i], "image", "reg/x:1", "port", 8080),
+                   now, NULL, &err),
+            0);
+    }
+    /* Each app has its own published port. */
+    assert_int_equal(app_port(f, "c-app"), INK_APP_PORT_MIN);
+    assert_int_equal(app_port(f, "a-app"), INK_APP_PORT_MIN + 1);
+    assert_int_equal(app_port(f, "b-app"), INK_APP_PORT_MIN + 2);
+    json_t *list = NULL;
+    ink_err err = {0};
+    assert_int_equal(ink_apps_list(f->s, "demo", NULL, 2, &list, &err), 0);
+    json_t *apps = json_object_get(list, "apps");
+    assert_int_equal(json_array_size(apps), 2);
+    assert_string_equal(js(json_array_get(apps, 0), "app"), "a-app");
+    assert_string_equal(js(json_array_get(apps, 1), "app"), "b-app");
+    assert_string_equal(js(list, "next_cursor"), "b-app");
+    json_decref(list);
+    assert_int_equal(ink_apps_list(f->s, "demo", "b-app", 2, &list, &err), 0);
+    apps = json_object_get(list, "apps");
+    assert_int_equal(json_array_size(apps), 1);
+    assert_string_equal(js(json_array_get(apps, 0), "app"), "c-app");
+    assert_true(json_is_null(json_object_get(list, "next_cursor")));
+    json_decref(list);
+    /* Another project sees none of them. */
+    assert_int_equal(ink_apps_list(f->s, "other", NULL, 0, &list, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
+    json_decref(list);
+}
+
+int main(void)
+{
+    test_block_sigpipe();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_places_and_serves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rolling_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_update_keeps_old, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_durability, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scale, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resources, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_node_fits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_noop_and_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
