@@ -97,6 +97,16 @@ static void runsc_version(const char *runsc, char *out, size_t outlen)
         snprintf(out, outlen, "%s", v);
 }
 
+/* The host ends of workload veths (ink_net_host_ifname: "ink" and 12 hex
+ * digits) carry the node's side of each workload link, not addresses that
+ * clients or the coordinator can reach the node at. */
+static bool is_workload_link(const char *ifname)
+{
+    if (strncmp(ifname, "ink", 3) != 0 || strlen(ifname) != 15)
+        return false;
+    return strspn(ifname + 3, "0123456789abcdef") == 12;
+}
+
 static void collect_addresses(ink_node_info *info)
 {
     struct ifaddrs *ifa_list;
@@ -104,7 +114,8 @@ static void collect_addresses(ink_node_info *info)
         return;
     for (struct ifaddrs *ifa = ifa_list; ifa && info->naddresses < INK_ARRAY_LEN(info->addresses);
          ifa = ifa->ifa_next) {
-        if (!ifa->ifa_addr || (ifa->ifa_flags & IFF_LOOPBACK) || !(ifa->ifa_flags & IFF_UP))
+        if (!ifa->ifa_addr || (ifa->ifa_flags & IFF_LOOPBACK) || !(ifa->ifa_flags & IFF_UP) ||
+            is_workload_link(ifa->ifa_name))
             continue;
         char buf[INET6_ADDRSTRLEN];
         if (ifa->ifa_addr->sa_family == AF_INET) {
