@@ -20,7 +20,7 @@
 #   cmake --build BUILD_DIR --target agent_bench   (with -DINK_BUILD_BENCH=ON)
 #
 # Needs root, runsc, docker-registry, skopeo, umoci, busybox, nsenter, curl,
-# jq, ip (scripts/install-deps). Takes about 3 minutes on 2 cores. Not a
+# jq, ip (scripts/install-deps). Takes 3 to 4 minutes on 2 cores. Not a
 # test: ctest never runs it. INK_BENCH_KEEP_LOGS=DIR keeps the daemons'
 # logs; COLD_RUNS, LAT_RUNS, IDLE, TPUT_RUNS, MCP_RUNS change the run counts;
 # MCP_CPU=N deploys the MCP apps with N cores instead of create_app's
@@ -309,10 +309,11 @@ app_replicas() {
 }
 # mcp_deploy NAME: create_app, then poll the URL it returns. Sets APP_URL,
 # CALL_MS (create_app sent -> answered), DEPLOY_MS (sent -> first 200), and
-# from the agent's log WANTED_MS (sent -> agent notified of the replica),
-# STARTED_MS (sent -> sandbox started) and RUNSC_RUN_MS.
+# from the daemons' logs WANTED_MS (sent -> agent notified of the
+# replica), STARTED_MS (sent -> sandbox started), RUNSC_RUN_MS and
+# SUCCEEDED_MS (sent -> the coordinator ended the operation).
 mcp_deploy() {
-	local args res t0 t1 t2 ok replica wanted started
+	local args res t0 t1 t2 ok replica wanted started succeeded
 	args="{\"name\": \"$1\", \"image\": \"$REG/busybox:1\", \"port\": 80${MCP_CPU:+, \"cpu\": $MCP_CPU}}"
 	MCP_ID=$((MCP_ID + 1))
 	t0=$(now_ms)
@@ -338,6 +339,10 @@ mcp_deploy() {
 	WANTED_MS=$(($(log_ts_ms "$wanted") - t0))
 	STARTED_MS=$(($(log_ts_ms "$started") - t0))
 	RUNSC_RUN_MS=$(log_field ms "$started")
+	succeeded=$(grep -F 'msg="operation succeeded"' "$T/coordinator.log" | grep -E " app=$1( |$)" |
+		head -n 1 || true)
+	[ -n "$succeeded" ] || fail "app $1: no 'operation succeeded' line in the coordinator log"
+	SUCCEEDED_MS=$(($(log_ts_ms "$succeeded") - t0))
 }
 # mcp_delete NAME: delete_app, then wait until the agent removed every
 # replica. Sets DEL_MS (delete_app sent -> answered).
@@ -357,7 +362,7 @@ mcp_deploy "$P-mwarm"
 MCP_WARM=$DEPLOY_MS
 mcp_delete "$P-mwarm"
 pulls_before=$(grep -c 'msg="image pulled".* fetched_bytes=[1-9]' "$ALOG" || true)
-MCP_LAT=() MCP_WANTED=() MCP_STARTED=() MCP_RUNSC=() MCP_ANSWERED=() MCP_AFTER=()
+MCP_LAT=() MCP_WANTED=() MCP_STARTED=() MCP_RUNSC=() MCP_SUCCEEDED=() MCP_ANSWERED=() MCP_AFTER=()
 MCP_DEL=() MCP_PING=() MCP_PROBE=()
 for i in $(seq "$MCP_RUNS"); do
 	mcp_deploy "$P-m$i"
@@ -365,7 +370,8 @@ for i in $(seq "$MCP_RUNS"); do
 	MCP_WANTED+=("$WANTED_MS")
 	MCP_STARTED+=($((STARTED_MS - WANTED_MS)))
 	MCP_RUNSC+=("$RUNSC_RUN_MS")
-	MCP_ANSWERED+=($((CALL_MS - STARTED_MS)))
+	MCP_SUCCEEDED+=($((SUCCEEDED_MS - STARTED_MS)))
+	MCP_ANSWERED+=($((CALL_MS - SUCCEEDED_MS)))
 	MCP_AFTER+=($((DEPLOY_MS - CALL_MS)))
 	t0=$(now_ms)
 	t1=$(first_200_ms "$APP_URL" 5) || fail "$APP_URL stopped answering"
@@ -506,6 +512,8 @@ printf "   create_app sent -> 200   median %s   target < 1000: %s\n" \
 printf "   of which: sent -> agent notified %s, -> sandbox started %s (runsc run alone %s),\n" \
 	"$(fmt "$(stats "${MCP_WANTED[@]}")" 0)" "$(fmt "$(stats "${MCP_STARTED[@]}")" 0)" \
 	"$(fmt "$(stats "${MCP_RUNSC[@]}")" 0)"
+printf "             -> operation succeeded %s (status report, controller pass, URL probe),\n" \
+	"$(fmt "$(stats "${MCP_SUCCEEDED[@]}")" 0)"
 printf "             -> create_app answered %s, -> 200 at this script's curl %s\n" \
 	"$(fmt "$(stats "${MCP_ANSWERED[@]}")" 0)" "$(fmt "$(stats "${MCP_AFTER[@]}")" 0)"
 printf "   baseline, same client (curl + jq via nsenter): MCP ping %s, poll of a serving URL %s\n" \

@@ -62,6 +62,8 @@ typedef struct client {
     bool ping_first;
     int64_t *tool_ns, *ping_ns;
     int64_t tool_busy, ping_busy;
+    bool last_sse;           /* the last response was text/event-stream */
+    long tool_sse, ping_sse; /* timed calls answered so */
     pthread_barrier_t *ready, *go;
 } client;
 
@@ -178,6 +180,7 @@ static json_t *post(client *cl, const char *body, long want_id)
     if (status != 200)
         die_exchange(cl, body, status, "HTTP status is not 200");
     json_t *found = NULL;
+    cl->last_sse = false;
     if (strncasecmp(cl->ctype, "application/json", 16) == 0) {
         found = json_loadb(cl->body, cl->len, 0, NULL);
         if (found && json_integer_value(json_object_get(found, "id")) != want_id) {
@@ -185,6 +188,7 @@ static json_t *post(client *cl, const char *body, long want_id)
             found = NULL;
         }
     } else if (strncasecmp(cl->ctype, "text/event-stream", 17) == 0) {
+        cl->last_sse = true;
         char *save = NULL;
         char *copy = ink_xstrdup(cl->body);
         for (char *line = strtok_r(copy, "\r\n", &save); line && !found;
@@ -279,6 +283,7 @@ static void timed_block(client *cl, bool tool, int from, int n)
             ping(cl);
         ns[i] = ink_mono_ns() - t0;
         *(tool ? &cl->tool_busy : &cl->ping_busy) += ns[i];
+        *(tool ? &cl->tool_sse : &cl->ping_sse) += cl->last_sse;
     }
 }
 
@@ -330,6 +335,7 @@ static result summarize(int64_t *ns, int n, double calls_per_s)
 
 typedef struct {
     result tool, ping;
+    double tool_sse_pct, ping_sse_pct; /* answered as text/event-stream */
     double wall_calls_per_s;
     double wall_s;
 } level;
@@ -366,11 +372,14 @@ static level run_level(const char *url, const char *key, int nclients, int calls
     size_t total = (size_t)nclients * (size_t)calls;
     int64_t *tool = ink_xcalloc(total, sizeof *tool), *pg = ink_xcalloc(total, sizeof *pg);
     double tool_rate = 0, ping_rate = 0;
+    long tool_sse = 0, ping_sse = 0;
     for (int i = 0; i < nclients; i++) {
         memcpy(tool + (size_t)i * (size_t)calls, cl[i].tool_ns, (size_t)calls * sizeof *tool);
         memcpy(pg + (size_t)i * (size_t)calls, cl[i].ping_ns, (size_t)calls * sizeof *pg);
         tool_rate += (double)calls / ((double)cl[i].tool_busy / 1e9);
         ping_rate += (double)calls / ((double)cl[i].ping_busy / 1e9);
+        tool_sse += cl[i].tool_sse;
+        ping_sse += cl[i].ping_sse;
         session_close(&cl[i]);
         free(cl[i].tool_ns);
         free(cl[i].ping_ns);
@@ -378,6 +387,8 @@ static level run_level(const char *url, const char *key, int nclients, int calls
     level lv;
     lv.tool = summarize(tool, (int)total, tool_rate);
     lv.ping = summarize(pg, (int)total, ping_rate);
+    lv.tool_sse_pct = 100.0 * (double)tool_sse / (double)total;
+    lv.ping_sse_pct = 100.0 * (double)ping_sse / (double)total;
     lv.wall_s = (double)wall / 1e9;
     lv.wall_calls_per_s = (double)(2 * total) / lv.wall_s;
     free(tool);
@@ -403,6 +414,9 @@ static void print_level(int nclients, int calls, level lv)
     printf("    ratio get_app_details/ping: median %.2f   p99 %.2f   calls/s %.2f\n",
            lv.tool.median_us / lv.ping.median_us, lv.tool.p99_us / lv.ping.p99_us,
            lv.tool.calls_per_s / lv.ping.calls_per_s);
+    printf("    answered as text/event-stream (else application/json): get_app_details %.0f%%, "
+           "ping %.0f%%\n",
+           lv.tool_sse_pct, lv.ping_sse_pct);
 }
 
 /* ------------------------------------------------------------------ main */
