@@ -490,6 +490,20 @@ static int begin(sqlite3 *db, ink_err *err)
     return ink_db_exec(db, "BEGIN IMMEDIATE", err);
 }
 
+/* Ends a request's transaction (commit when rc >= 0) and the store lock;
+ * a request that failed hands back no view. Returns rc, or -1 when the
+ * commit failed. */
+static int end_request(ink_store *s, sqlite3 *db, int rc, json_t **view, ink_err *err)
+{
+    rc = ink_db_end_txn(db, rc, err);
+    ink_store_unlock(s);
+    if (rc < 0) {
+        json_decref(*view);
+        *view = NULL;
+    }
+    return rc;
+}
+
 /* The lowest port of the range no live app and no app with replicas left
  * uses (a deleted app's replicas may still listen on it). */
 static int pick_port(sqlite3 *db, uint32_t *port, ink_err *err)
@@ -662,14 +676,8 @@ int ink_apps_create(ink_store *s, const ink_caller *who, const json_t *args, int
                 rc = op_by_id(db, who->project, opid, op, err);
         }
     }
-    rc = ink_db_end_txn(db, rc, err);
-    ink_store_unlock(s);
     ink_app_row_clear(&a);
-    if (rc < 0) {
-        json_decref(*op);
-        *op = NULL;
-    }
-    return rc;
+    return end_request(s, db, rc, op, err);
 }
 
 /* What differs between two specs, for the event log ("image a -> b"). */
@@ -793,14 +801,8 @@ static int change_app(ink_store *s, const ink_caller *who, const char *kind, con
         }
         json_decref(spec);
     }
-    rc = ink_db_end_txn(db, rc, err);
-    ink_store_unlock(s);
     ink_app_row_clear(&a);
-    if (rc < 0) {
-        json_decref(*op);
-        *op = NULL;
-    }
-    return rc;
+    return end_request(s, db, rc, op, err);
 }
 
 int ink_apps_update(ink_store *s, const ink_caller *who, const json_t *args, int64_t now_ms,
@@ -872,42 +874,17 @@ int ink_apps_delete(ink_store *s, const ink_caller *who, const char *name, int64
         if (rc == 0)
             rc = op_by_id(db, who->project, opid, op, err);
     }
-    rc = ink_db_end_txn(db, rc, err);
-    ink_store_unlock(s);
     ink_app_row_clear(&a);
-    if (rc < 0) {
-        json_decref(*op);
-        *op = NULL;
-    }
-    return rc;
+    return end_request(s, db, rc, op, err);
 }
 
 /* ------------------------------------------------------------- views */
 
 const char *ink_replica_state_name(int state)
 {
-    switch (state) {
-    case INK__V1__WORKLOAD_STATUS__STATE__PENDING:
-        return "pending";
-    case INK__V1__WORKLOAD_STATUS__STATE__PULLING:
-        return "pulling";
-    case INK__V1__WORKLOAD_STATUS__STATE__STARTING:
-        return "starting";
-    case INK__V1__WORKLOAD_STATUS__STATE__RUNNING:
-        return "running";
-    case INK__V1__WORKLOAD_STATUS__STATE__CRASH_LOOP:
-        return "crash-loop";
-    case INK__V1__WORKLOAD_STATUS__STATE__FAILED:
-        return "failed";
-    case INK__V1__WORKLOAD_STATUS__STATE__STOPPED:
-        return "stopped";
-    case INK__V1__WORKLOAD_STATUS__STATE__SLEEPING:
-        return "sleeping";
-    case INK__V1__WORKLOAD_STATUS__STATE__WAKING:
-        return "waking";
-    default:
-        return "pending";
-    }
+    /* An unknown state is a newer agent's: treat it as not serving yet. */
+    const char *name = ink_workload_state_name(state);
+    return name ? name : "pending";
 }
 
 void ink_apps_node_host(const char *public_address, const char *addresses,
@@ -1357,13 +1334,7 @@ int ink_resources_create(ink_store *s, const ink_caller *who, const json_t *args
         if (rc == 0 && find_resource(db, who->project, name, resource, id, err) != 0)
             rc = -1;
     }
-    rc = ink_db_end_txn(db, rc, err);
-    ink_store_unlock(s);
-    if (rc < 0) {
-        json_decref(*resource);
-        *resource = NULL;
-    }
-    return rc;
+    return end_request(s, db, rc, resource, err);
 }
 
 int ink_resources_list(ink_store *s, const char *project, json_t **list, ink_err *err)
@@ -1419,13 +1390,7 @@ int ink_resources_delete(ink_store *s, const ink_caller *who, const char *name, 
         if (rc == 0)
             json_object_set_new(*resource, "status", json_string("deleted"));
     }
-    rc = ink_db_end_txn(db, rc, err);
-    ink_store_unlock(s);
-    if (rc < 0) {
-        json_decref(*resource);
-        *resource = NULL;
-    }
-    return rc;
+    return end_request(s, db, rc, resource, err);
 }
 
 /* ------------------------------------------------------------- nodes */

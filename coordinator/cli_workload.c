@@ -556,28 +556,8 @@ static const char *state_name(const Ink__V1__WorkloadStatus *w)
 {
     if (!w)
         return "unreported"; /* the node has not reported it (yet) */
-    switch (w->state) {
-    case INK__V1__WORKLOAD_STATUS__STATE__PENDING:
-        return "pending";
-    case INK__V1__WORKLOAD_STATUS__STATE__PULLING:
-        return "pulling";
-    case INK__V1__WORKLOAD_STATUS__STATE__STARTING:
-        return "starting";
-    case INK__V1__WORKLOAD_STATUS__STATE__RUNNING:
-        return "running";
-    case INK__V1__WORKLOAD_STATUS__STATE__CRASH_LOOP:
-        return "crash-loop";
-    case INK__V1__WORKLOAD_STATUS__STATE__FAILED:
-        return "failed";
-    case INK__V1__WORKLOAD_STATUS__STATE__STOPPED:
-        return "stopped";
-    case INK__V1__WORKLOAD_STATUS__STATE__SLEEPING:
-        return "sleeping";
-    case INK__V1__WORKLOAD_STATUS__STATE__WAKING:
-        return "waking";
-    default:
-        return "unknown";
-    }
+    const char *name = ink_workload_state_name(w->state);
+    return name ? name : "unknown";
 }
 
 static void short_age(int64_t ms, char *out, size_t outlen)

@@ -1313,3 +1313,29 @@ void ink_store_free_workloads(ink_workload_row *rows, size_t n)
     }
     free(rows);
 }
+
+const char *ink_workload_state_name(int state)
+{
+    switch (state) {
+    case INK__V1__WORKLOAD_STATUS__STATE__PENDING:
+        return "pending";
+    case INK__V1__WORKLOAD_STATUS__STATE__PULLING:
+        return "pulling";
+    case INK__V1__WORKLOAD_STATUS__STATE__STARTING:
+        return "starting";
+    case INK__V1__WORKLOAD_STATUS__STATE__RUNNING:
+        return "running";
+    case INK__V1__WORKLOAD_STATUS__STATE__CRASH_LOOP:
+        return "crash-loop";
+    case INK__V1__WORKLOAD_STATUS__STATE__FAILED:
+        return "failed";
+    case INK__V1__WORKLOAD_STATUS__STATE__STOPPED:
+        return "stopped";
+    case INK__V1__WORKLOAD_STATUS__STATE__SLEEPING:
+        return "sleeping";
+    case INK__V1__WORKLOAD_STATUS__STATE__WAKING:
+        return "waking";
+    default:
+        return NULL;
+    }
+}

@@ -140,5 +140,8 @@ typedef struct ink_workload_row {
 int ink_store_list_workloads(ink_store *s, const char *node_id, ink_workload_row **rows, size_t *n,
                              ink_err *err);
 void ink_store_free_workloads(ink_workload_row *rows, size_t n);
+/* A WorkloadStatus state as views and the CLI name it ("crash-loop"), or
+ * NULL for a state this version does not know. */
+const char *ink_workload_state_name(int state);
 
 #endif
