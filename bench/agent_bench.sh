@@ -13,15 +13,17 @@
 #   5. published-port throughput (splice forwarder) against connecting to
 #      the workload's address directly, 1 and 4 parallel downloads
 #   6. MCP create_app -> first HTTP 200 of the URL it returns, image cached
-#      (an AI agent's deploy), with the shell client's own overhead (an MCP
-#      ping, a curl of a serving URL) as the baseline
+#      (an AI agent's deploy), timed by a C client (bench/mcp_deploy:
+#      libcurl, one MCP session); baseline: the same client's MCP ping and
+#      GET of a serving URL
 #
 #   bench/agent_bench.sh [BUILD_DIR]   (default $INK_BUILD_DIR, else build/release)
 #   cmake --build BUILD_DIR --target agent_bench   (with -DINK_BUILD_BENCH=ON)
 #
 # Needs root, runsc, docker-registry, skopeo, umoci, busybox, nsenter, curl,
-# jq, ip (scripts/install-deps). Takes 3 to 4 minutes on 2 cores. Not a
-# test: ctest never runs it. INK_BENCH_KEEP_LOGS=DIR keeps the daemons'
+# jq, ip (scripts/install-deps), and ink-agent, ink-coordinator and
+# bench/mcp_deploy built in BUILD_DIR. Takes 3 to 4 minutes on 2 cores. Not
+# a test: ctest never runs it. INK_BENCH_KEEP_LOGS=DIR keeps the daemons'
 # logs; COLD_RUNS, LAT_RUNS, IDLE, TPUT_RUNS, MCP_RUNS change the run counts;
 # MCP_CPU=N deploys the MCP apps with N cores instead of create_app's
 # default (0.25, which also throttles the sandbox's own start).
@@ -44,7 +46,9 @@ export INK_BUILD_DIR=${1:-${INK_BUILD_DIR:-$ROOT/build/release}}
 for tool in runsc docker-registry skopeo umoci busybox nsenter curl jq ip tar sha256sum; do
 	command -v "$tool" >/dev/null || fail "$tool not installed (scripts/install-deps)"
 done
+MCP_DEPLOY="$BIN/bench/mcp_deploy"
 for exe in "$AGENT" "$COORD"; do [ -x "$exe" ] || fail "$exe not built"; done
+[ -x "$MCP_DEPLOY" ] || fail "$MCP_DEPLOY not built (configure $BIN with -DINK_BUILD_BENCH=ON)"
 
 COLD_RUNS=${COLD_RUNS:-3}
 LAT_RUNS=${LAT_RUNS:-10}
@@ -282,14 +286,18 @@ printf "             agent notified -> 200 %s, runsc run alone %s\n" \
 	"$(fmt "$(stats "${AGENTPART[@]}")" 0)" "$(fmt "$(stats "${RUNSC_MS[@]}")" 0)"
 
 # ==================================== 6. MCP create_app -> first HTTP 200
-# What an AI agent sees: create_app over Streamable HTTP (scripts/lib/mcp.sh:
-# curl + jq in the node namespace, one session) answers once the app
-# serves, with its URL; then this script's own curl polls that URL every
-# ~10 ms until 200. busybox:1 stays cached (held by $KEEP; the warm-up
-# round deploys it once more, untimed). Each round: a fresh app name,
-# create_app, poll, then delete_app and wait until the agent removed the
-# sandbox. Baselines of the same client: an MCP ping round trip and a poll
-# of the URL once it serves.
+# What an AI agent sees: create_app over Streamable HTTP answers once the
+# app serves, with its URL; then the client GETs that URL until 200. The
+# timed client is bench/mcp_deploy (C, libcurl) in the node namespace: its
+# own MCP session (opened untimed), create_app, then a GET on a fresh
+# connection every 5 ms; it prints the epoch ms when create_app was sent,
+# answered, and when the URL first answered 200. busybox:1 stays cached
+# (held by $KEEP; the warm-up round deploys it once more, untimed). Each
+# round: a fresh app name, mcp_deploy, then delete_app (untimed, through
+# scripts/lib/mcp.sh: curl + jq in the node namespace, one session) and
+# wait until the agent removed the sandbox. Baselines of the same C client,
+# each round once the app serves: the median of 20 MCP pings and of 20
+# GETs of the URL (mcp_deploy --ping, --poll).
 MCP_URL="http://$MCP_ADDR/mcp"
 MCP_TMP="$T/mcp"
 MCP_CURL=in_node
@@ -302,31 +310,28 @@ mcp_up() { [ "$(in_node curl -s -o /dev/null -w '%{http_code}' -X POST "$MCP_URL
 wait_until 10 "MCP endpoint on $MCP_ADDR" mcp_up
 mcp_initialize || fail "MCP initialize: the new key was refused"
 MCP_ID=1
+# mcp_c ARGS...: bench/mcp_deploy in the node namespace with the key;
+# its stderr goes to $T/mcp_deploy.err.
+mcp_c() { INK_API_KEY=$MCP_KEY in_node "$MCP_DEPLOY" "$@" 2>"$T/mcp_deploy.err"; }
+mcp_c_err() { cat "$T/mcp_deploy.err"; }
 # app_replicas NAME: the workload ids of app NAME's replicas on the node
 app_replicas() {
 	"${C[@]}" workload ls node-bench --json |
 		jq -r --arg re "^$1-[0-9a-f]{8}\$" '.[] | select(.workload_id | test($re)) | .workload_id'
 }
-# mcp_deploy NAME: create_app, then poll the URL it returns. Sets APP_URL,
+# mcp_deploy NAME: bench/mcp_deploy's create_app and poll. Sets APP_URL,
 # CALL_MS (create_app sent -> answered), DEPLOY_MS (sent -> first 200), and
 # from the daemons' logs WANTED_MS (sent -> agent notified of the
 # replica), STARTED_MS (sent -> sandbox started), RUNSC_RUN_MS and
 # SUCCEEDED_MS (sent -> the coordinator ended the operation).
 mcp_deploy() {
-	local args res t0 t1 t2 ok replica wanted started succeeded
-	args="{\"name\": \"$1\", \"image\": \"$REG/busybox:1\", \"port\": 80${MCP_CPU:+, \"cpu\": $MCP_CPU}}"
-	MCP_ID=$((MCP_ID + 1))
-	t0=$(now_ms)
-	res=$(mcp_tool "$MCP_ID" create_app "$args")
-	t1=$(now_ms)
-	read -r ok APP_URL < <(jq -r '[(.isError != true and .structuredContent.status == "running"),
-		.structuredContent.url // ""] | @tsv' <<<"$res")
-	if [ "$ok" != true ] || [ -z "$APP_URL" ]; then
-		fail "create_app did not answer 'running' with a URL after $((t1 - t0)) ms;" \
-			"request: tools/call create_app $args; response: $res"
-	fi
-	t2=$(first_200_ms "$APP_URL" 30) ||
-		fail "create_app $1 answered $APP_URL, which gave no 200 within 30 s (now: $(http_code "$APP_URL")); response: $res"
+	local out t0 t1 t2 replica wanted started succeeded
+	out=$(mcp_c "$MCP_URL" "$1" "$REG/busybox:1" 80 ${MCP_CPU:+"$MCP_CPU"}) ||
+		fail "mcp_deploy $1 (create_app $REG/busybox:1 port 80${MCP_CPU:+ cpu $MCP_CPU}," \
+			"then GET its URL until 200) failed: $(mcp_c_err)"
+	read -r t0 t1 t2 APP_URL <<<"$out"
+	[[ $t0 =~ ^[0-9]+$ && $t1 =~ ^[0-9]+$ && $t2 =~ ^[0-9]+$ && -n $APP_URL ]] ||
+		fail "mcp_deploy $1 printed '$out', not 't0 t1 t2 URL'"
 	CALL_MS=$((t1 - t0))
 	DEPLOY_MS=$((t2 - t0))
 	replica=$(app_replicas "$1" | head -n 1)
@@ -345,7 +350,7 @@ mcp_deploy() {
 	SUCCEEDED_MS=$(($(log_ts_ms "$succeeded") - t0))
 }
 # mcp_delete NAME: delete_app, then wait until the agent removed every
-# replica. Sets DEL_MS (delete_app sent -> answered).
+# replica. Sets DEL_MS (delete_app sent -> answered, shell client).
 mcp_delete() {
 	local res ids id t0
 	mapfile -t ids < <(app_replicas "$1")
@@ -373,13 +378,9 @@ for i in $(seq "$MCP_RUNS"); do
 	MCP_SUCCEEDED+=($((SUCCEEDED_MS - STARTED_MS)))
 	MCP_ANSWERED+=($((CALL_MS - SUCCEEDED_MS)))
 	MCP_AFTER+=($((DEPLOY_MS - CALL_MS)))
-	t0=$(now_ms)
-	t1=$(first_200_ms "$APP_URL" 5) || fail "$APP_URL stopped answering"
-	MCP_PROBE+=($((t1 - t0)))
-	MCP_ID=$((MCP_ID + 1))
-	t0=$(now_ms)
-	mcp_request "$MCP_ID" ping >/dev/null
-	MCP_PING+=($(($(now_ms) - t0)))
+	MCP_PROBE+=("$(mcp_c --poll "$APP_URL")") ||
+		fail "mcp_deploy --poll $APP_URL (app $P-m$i, serving): $(mcp_c_err)"
+	MCP_PING+=("$(mcp_c --ping "$MCP_URL")") || fail "mcp_deploy --ping $MCP_URL: $(mcp_c_err)"
 	mcp_delete "$P-m$i"
 	MCP_DEL+=("$DEL_MS")
 done
@@ -514,11 +515,13 @@ printf "   of which: sent -> agent notified %s, -> sandbox started %s (runsc run
 	"$(fmt "$(stats "${MCP_RUNSC[@]}")" 0)"
 printf "             -> operation succeeded %s (status report, controller pass, URL probe),\n" \
 	"$(fmt "$(stats "${MCP_SUCCEEDED[@]}")" 0)"
-printf "             -> create_app answered %s, -> 200 at this script's curl %s\n" \
+printf "             -> create_app answered %s, -> 200 at the client's poll %s\n" \
 	"$(fmt "$(stats "${MCP_ANSWERED[@]}")" 0)" "$(fmt "$(stats "${MCP_AFTER[@]}")" 0)"
-printf "   baseline, same client (curl + jq via nsenter): MCP ping %s, poll of a serving URL %s\n" \
-	"$(fmt "$(stats "${MCP_PING[@]}")" 0)" "$(fmt "$(stats "${MCP_PROBE[@]}")" 0)"
-printf "   delete_app answered after %s; warm-up deploy %d ms; URLs like %s\n" \
+printf "   baseline, same client (bench/mcp_deploy, libcurl), medians of 20 per run: MCP ping %s,\n" \
+	"$(fmt "$(stats "${MCP_PING[@]}")" 1)"
+printf "             GET of the serving URL on a fresh connection %s\n" \
+	"$(fmt "$(stats "${MCP_PROBE[@]}")" 1)"
+printf "   delete_app (shell client) answered after %s; warm-up deploy %d ms; URLs like %s\n" \
 	"$(fmt "$(stats "${MCP_DEL[@]}")" 0)" "$MCP_WARM" "$MCP_URL_SEEN"
 
 # ------------------------------------------------------------- wind down

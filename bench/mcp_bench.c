@@ -6,11 +6,12 @@
  * Everything runs in this process: a store in a temp dir, an API key
  * (project "bench", deployer), one pending app "web" (no nodes), the
  * coordinator's tools (coordinator/tools.c, default worker threads) on
- * 127.0.0.1:0. Each client is a thread with its own libcurl handle (one
- * kept-alive connection) and its own MCP session: initialize,
- * notifications/initialized, then its calls. Every response is checked (a
- * result; for the tool isError not true and structuredContent.app "web"):
- * anything else aborts the bench with the request and the response.
+ * 127.0.0.1:0. Each client is a thread with its own MCP client
+ * (bench/mcp_client.c: one libcurl handle, one kept-alive connection) and
+ * its own MCP session: initialize, notifications/initialized, then its
+ * calls. Every response is checked (a result; for the tool isError not
+ * true and structuredContent.app "web"): anything else aborts the bench
+ * with the request and the response.
  *
  * calls/s per kind: the sum over clients of that client's calls divided by
  * the time it spent in them, i.e. the rate the clients reach with this kind
@@ -25,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -34,7 +34,7 @@
 #include "coordinator.h"
 #include "keys.h"
 #include "log.h"
-#include "mcp.h"
+#include "mcp_client.h"
 #include "store.h"
 #include "tools.h"
 #include "util.h"
@@ -43,233 +43,28 @@
 #define WARMUP 20
 #define MAX_CLIENTS 32
 
-static const char *const TOOL_ARGS =
-    "{\"name\":\"get_app_details\",\"arguments\":{\"name\":\"web\"}}";
+static const char *const TOOL_ARGS = "{\"name\":\"web\"}"; /* of get_app_details */
 
 /* ---------------------------------------------------------------- client */
 
 typedef struct client {
-    const char *url;
-    const char *key;
-    CURL *c;
-    struct curl_slist *hdrs;
-    char sid[160];
-    char ctype[128];
-    char *body;
-    size_t len, cap;
-    long next_id;
+    mcp_client mc;
     int calls; /* timed calls of each kind */
     bool ping_first;
     int64_t *tool_ns, *ping_ns;
     int64_t tool_busy, ping_busy;
-    bool last_sse;           /* the last response was text/event-stream */
-    long tool_sse, ping_sse; /* timed calls answered so */
+    long tool_sse, ping_sse; /* timed calls answered as text/event-stream */
     pthread_barrier_t *ready, *go;
 } client;
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    client *cl = arg;
-    size_t k = size * n;
-    if (cl->len + k + 1 > cl->cap) {
-        cl->cap = (cl->len + k + 1) * 2;
-        cl->body = realloc(cl->body, cl->cap);
-        if (!cl->body)
-            abort();
-    }
-    memcpy(cl->body + cl->len, p, k);
-    cl->len += k;
-    cl->body[cl->len] = '\0';
-    return k;
-}
-
-/* Header value of name in line ("Name: value\r\n") into out, else no-op. */
-static void header_value(const char *line, size_t n, const char *name, char *out, size_t cap)
-{
-    size_t nl = strlen(name);
-    if (n <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
-        return;
-    const char *v = line + nl + 1, *end = line + n;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-        end--;
-    size_t len = (size_t)(end - v) < cap - 1 ? (size_t)(end - v) : cap - 1;
-    memcpy(out, v, len);
-    out[len] = '\0';
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *arg)
-{
-    client *cl = arg;
-    header_value(p, size * n, "Mcp-Session-Id", cl->sid, sizeof cl->sid);
-    header_value(p, size * n, "Content-Type", cl->ctype, sizeof cl->ctype);
-    return size * n;
-}
-
-static void set_headers(client *cl, const char *protocol)
-{
-    curl_slist_free_all(cl->hdrs);
-    char auth[INK_KEY_LEN + 32];
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", cl->key);
-    struct curl_slist *l = curl_slist_append(NULL, auth);
-    l = curl_slist_append(l, "Accept: application/json, text/event-stream");
-    l = curl_slist_append(l, "Content-Type: application/json");
-    l = curl_slist_append(l, "Expect:");
-    if (*cl->sid) {
-        char h[200];
-        snprintf(h, sizeof h, "Mcp-Session-Id: %s", cl->sid);
-        l = curl_slist_append(l, h);
-    }
-    if (protocol) {
-        char h[80];
-        snprintf(h, sizeof h, "MCP-Protocol-Version: %s", protocol);
-        l = curl_slist_append(l, h);
-    }
-    cl->hdrs = l;
-    curl_easy_setopt(cl->c, CURLOPT_HTTPHEADER, l);
-}
-
-static void client_init(client *cl)
-{
-    cl->c = curl_easy_init();
-    if (!cl->c) {
-        fprintf(stderr, "curl_easy_init failed\n");
-        exit(1);
-    }
-    curl_easy_setopt(cl->c, CURLOPT_URL, cl->url);
-    curl_easy_setopt(cl->c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(cl->c, CURLOPT_WRITEDATA, cl);
-    curl_easy_setopt(cl->c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(cl->c, CURLOPT_HEADERDATA, cl);
-    curl_easy_setopt(cl->c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(cl->c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(cl->c, CURLOPT_TCP_NODELAY, 1L);
-    set_headers(cl, NULL);
-}
-
-static void die_exchange(client *cl, const char *req, long status, const char *why)
-{
-    fprintf(stderr,
-            "mcp_bench: %s\n  request:  POST %s (Mcp-Session-Id: %s)\n    %s\n"
-            "  response: HTTP %ld, Content-Type: %s\n    %s\n",
-            why, cl->url, *cl->sid ? cl->sid : "none", req, status, *cl->ctype ? cl->ctype : "none",
-            cl->len ? cl->body : "(empty body)");
-    exit(1);
-}
-
-/* POSTs body; returns the JSON-RPC response whose id is want_id (read from
- * an application/json body or from the data: lines of an SSE stream), or
- * NULL when want_id < 0 (a notification: 202 expected). */
-static json_t *post(client *cl, const char *body, long want_id)
-{
-    cl->len = 0;
-    cl->ctype[0] = '\0';
-    curl_easy_setopt(cl->c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(cl->c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    CURLcode rc = curl_easy_perform(cl->c);
-    long status = 0;
-    curl_easy_getinfo(cl->c, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK)
-        die_exchange(cl, body, status, curl_easy_strerror(rc));
-    if (want_id < 0) {
-        if (status != 202)
-            die_exchange(cl, body, status, "notification not accepted (want 202)");
-        return NULL;
-    }
-    if (status != 200)
-        die_exchange(cl, body, status, "HTTP status is not 200");
-    json_t *found = NULL;
-    cl->last_sse = false;
-    if (strncasecmp(cl->ctype, "application/json", 16) == 0) {
-        found = json_loadb(cl->body, cl->len, 0, NULL);
-        if (found && json_integer_value(json_object_get(found, "id")) != want_id) {
-            json_decref(found);
-            found = NULL;
-        }
-    } else if (strncasecmp(cl->ctype, "text/event-stream", 17) == 0) {
-        cl->last_sse = true;
-        char *save = NULL;
-        char *copy = ink_xstrdup(cl->body);
-        for (char *line = strtok_r(copy, "\r\n", &save); line && !found;
-             line = strtok_r(NULL, "\r\n", &save)) {
-            if (strncmp(line, "data:", 5) != 0)
-                continue;
-            json_t *m = json_loads(line + 5 + (line[5] == ' '), 0, NULL);
-            if (m && json_is_integer(json_object_get(m, "id")) &&
-                json_integer_value(json_object_get(m, "id")) == want_id)
-                found = m;
-            else
-                json_decref(m);
-        }
-        free(copy);
-    } else {
-        die_exchange(cl, body, status, "unexpected Content-Type");
-    }
-    if (!found)
-        die_exchange(cl, body, status, "no JSON-RPC response with the request's id");
-    if (!json_is_object(json_object_get(found, "result")))
-        die_exchange(cl, body, status, "the response is not a result");
-    return found;
-}
-
-static void session_open(client *cl)
-{
-    client_init(cl);
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"initialize\",\"params\":{"
-             "\"protocolVersion\":\"%s\",\"capabilities\":{},"
-             "\"clientInfo\":{\"name\":\"mcp_bench\",\"version\":\"1\"}}}",
-             ++cl->next_id, INK_MCP_LATEST_VERSION);
-    json_t *r = post(cl, body, cl->next_id);
-    if (!*cl->sid)
-        die_exchange(cl, body, 200, "initialize answered without Mcp-Session-Id");
-    const char *v =
-        json_string_value(json_object_get(json_object_get(r, "result"), "protocolVersion"));
-    char protocol[32];
-    snprintf(protocol, sizeof protocol, "%s", v ? v : INK_MCP_LATEST_VERSION);
-    json_decref(r);
-    set_headers(cl, protocol);
-    post(cl, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", -1);
-}
-
-static void session_close(client *cl)
-{
-    cl->len = 0;
-    curl_easy_setopt(cl->c, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(cl->c, CURLOPT_CUSTOMREQUEST, "DELETE");
-    long status = 0;
-    if (curl_easy_perform(cl->c) == CURLE_OK)
-        curl_easy_getinfo(cl->c, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 204)
-        fprintf(stderr, "mcp_bench: DELETE session: HTTP %ld\n", status);
-    curl_easy_cleanup(cl->c);
-    curl_slist_free_all(cl->hdrs);
-    free(cl->body);
-}
-
 static void tool_call(client *cl)
 {
-    char body[256];
-    snprintf(body, sizeof body,
-             "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"tools/call\",\"params\":%s}",
-             ++cl->next_id, TOOL_ARGS);
-    json_t *r = post(cl, body, cl->next_id);
-    json_t *res = json_object_get(r, "result");
+    json_t *res = mcp_client_call_tool(&cl->mc, "get_app_details", TOOL_ARGS);
     json_t *sc = json_object_get(res, "structuredContent");
     const char *app = json_string_value(json_object_get(sc, "app"));
     if (json_is_true(json_object_get(res, "isError")) || !app || strcmp(app, "web") != 0)
-        die_exchange(cl, body, 200, "get_app_details did not succeed");
-    json_decref(r);
-}
-
-static void ping(client *cl)
-{
-    char body[96];
-    snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"ping\"}",
-             ++cl->next_id);
-    json_decref(post(cl, body, cl->next_id));
+        mcp_client_die(&cl->mc, "get_app_details did not succeed");
+    json_decref(res);
 }
 
 static void timed_block(client *cl, bool tool, int from, int n)
@@ -280,20 +75,20 @@ static void timed_block(client *cl, bool tool, int from, int n)
         if (tool)
             tool_call(cl);
         else
-            ping(cl);
+            mcp_client_ping(&cl->mc);
         ns[i] = ink_mono_ns() - t0;
         *(tool ? &cl->tool_busy : &cl->ping_busy) += ns[i];
-        *(tool ? &cl->tool_sse : &cl->ping_sse) += cl->last_sse;
+        *(tool ? &cl->tool_sse : &cl->ping_sse) += cl->mc.last_sse;
     }
 }
 
 static void *client_main(void *arg)
 {
     client *cl = arg;
-    session_open(cl);
+    mcp_client_open(&cl->mc);
     for (int i = 0; i < WARMUP; i++) {
         tool_call(cl);
-        ping(cl);
+        mcp_client_ping(&cl->mc);
     }
     pthread_barrier_wait(cl->ready);
     pthread_barrier_wait(cl->go);
@@ -349,8 +144,7 @@ static level run_level(const char *url, const char *key, int nclients, int calls
     pthread_barrier_init(&go, NULL, (unsigned)nclients + 1);
     memset(cl, 0, sizeof cl);
     for (int i = 0; i < nclients; i++) {
-        cl[i] = (client){.url = url,
-                         .key = key,
+        cl[i] = (client){.mc = {.url = url, .key = key, .name = "mcp_bench"},
                          .calls = calls,
                          .ping_first = i % 2 == 1,
                          .tool_ns = ink_xcalloc((size_t)calls, sizeof(int64_t)),
@@ -380,7 +174,7 @@ static level run_level(const char *url, const char *key, int nclients, int calls
         ping_rate += (double)calls / ((double)cl[i].ping_busy / 1e9);
         tool_sse += cl[i].tool_sse;
         ping_sse += cl[i].ping_sse;
-        session_close(&cl[i]);
+        mcp_client_close(&cl[i].mc);
         free(cl[i].tool_ns);
         free(cl[i].ping_ns);
     }
