@@ -4,6 +4,7 @@
 #include "apps.h"
 
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,8 +13,8 @@
 
 #include "apps_internal.h"
 #include "coordinator.h"
-#include "secretbox.h"
 #include "db.h"
+#include "log.h"
 #include "util.h"
 
 static int64_t node_timeout_ms = 20000;
@@ -177,8 +178,11 @@ static int cmp_names(const void *a, const void *b)
 }
 
 /* The secret names with fingerprints, sorted by name: what views show (and
- * what tells a changed secret_env from the same one in another order). */
-static json_t *secret_names_of(const json_t *secret_env)
+ * what tells a changed secret_env from the same one in another order).
+ * The fingerprints are the store's keyed ones: views reach reader keys,
+ * and the column reaches whoever holds the database file. NULL when the
+ * MAC fails. */
+static json_t *secret_names_of(ink_store *s, const json_t *secret_env, ink_err *err)
 {
     size_t n = json_object_size(secret_env), i = 0;
     const char **names = ink_xcalloc(n ? n : 1, sizeof *names);
@@ -189,7 +193,13 @@ static json_t *secret_names_of(const json_t *secret_env)
     json_t *out = json_array();
     for (i = 0; i < n; i++) {
         char fp[17];
-        ink_secret_fingerprint(json_string_value(json_object_get(secret_env, names[i])), fp);
+        v = json_object_get(secret_env, names[i]);
+        if (ink_store_fingerprint(s, json_string_value(v), json_string_length(v), fp) < 0) {
+            ink_err_set(err, 0, "secret_env.%s: cannot compute its fingerprint", names[i]);
+            json_decref(out);
+            out = NULL;
+            break;
+        }
         json_array_append_new(out, json_pack("{s:s, s:s}", "name", names[i], "fingerprint", fp));
     }
     free(names);
@@ -210,20 +220,66 @@ static int check_secrets(const json_t *secret_env, const json_t *env, ink_err *e
     return 0;
 }
 
-/* SHA-256 over the canonical request (idempotency key left out): a retry
- * with the same key must carry the same request. */
-static void request_hash(const char *kind, const char *name, const json_t *args, char out[65])
+/* operations.request_hash of a row made before request hashes were keyed:
+ * this prefix, then the keyed MAC of the plain SHA-256 (hex) the row held
+ * (ink_apps_upgrade_digests), so a retry of it is still recognised while
+ * the plain hash itself is no longer stored. */
+#define PRE_KEYED_PREFIX "pre-hmac:"
+#define REQUEST_HASH_MAX (sizeof PRE_KEYED_PREFIX + 64)
+
+/* The request as its hash covers it: the arguments without the
+ * idempotency key, with kind and name, sorted keys, no whitespace.
+ * Malloc'ed; it holds the secret values, so free it with free_wiped(). */
+static char *canonical_request(const char *kind, const char *name, const json_t *args)
 {
     json_t *copy = args ? json_deep_copy(args) : json_object();
     json_object_del(copy, "idempotency_key");
     json_object_set_new(copy, "_kind", json_string(kind));
     json_object_set_new(copy, "_name", json_string(name));
     char *text = json_dumps(copy, JSON_SORT_KEYS | JSON_COMPACT);
-    uint8_t md[SHA256_DIGEST_LENGTH];
-    SHA256((const uint8_t *)text, strlen(text), md);
-    ink_hex(md, sizeof md, out);
-    free(text);
     json_decref(copy);
+    if (!text)
+        abort(); /* jansson fails only when out of memory */
+    return text;
+}
+
+static void free_wiped(char *text)
+{
+    if (text)
+        OPENSSL_cleanse(text, strlen(text));
+    free(text);
+}
+
+/* The store's keyed MAC of the canonical request: a retry with the same
+ * idempotency key must carry the same request. Keyed, since the request
+ * holds secret values and the hash is stored in operations: a plain hash
+ * would let whoever has the database file test guesses of a weak secret. */
+static int request_hash(ink_store *s, const char *kind, const char *name, const json_t *args,
+                        char out[65], ink_err *err)
+{
+    char *text = canonical_request(kind, name, args);
+    int rc = ink_store_mac_hex(s, text, strlen(text), out);
+    free_wiped(text);
+    return rc < 0 ? ink_err_set(err, 0, "%s: cannot hash the request", kind) : 0;
+}
+
+/* Whether stored (a PRE_KEYED_PREFIX value) is this request's. The plain
+ * hash exists only here, for the comparison, and is never kept. */
+static bool pre_keyed_match(ink_store *s, const char *stored, const char *kind, const char *name,
+                            const json_t *args)
+{
+    if (strncmp(stored, PRE_KEYED_PREFIX, strlen(PRE_KEYED_PREFIX)) != 0)
+        return false;
+    char *text = canonical_request(kind, name, args);
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    char plain[65], mac[65];
+    SHA256((const uint8_t *)text, strlen(text), md);
+    free_wiped(text);
+    ink_hex(md, sizeof md, plain);
+    bool same = ink_store_mac_hex(s, plain, strlen(plain), mac) == 0 &&
+                strcmp(stored + strlen(PRE_KEYED_PREFIX), mac) == 0;
+    OPENSSL_cleanse(plain, sizeof plain);
+    return same;
 }
 
 /* ------------------------------------------------------------- rows */
@@ -370,7 +426,7 @@ static int load_op(sqlite3 *db, const char *where, const char *a1, const char *p
         return ink_db_err(db, err, "read operation");
     *op = op_view(st);
     if (hash_out)
-        copy_text(hash_out, 65, st, 10);
+        copy_text(hash_out, REQUEST_HASH_MAX, st, 10);
     return 0;
 }
 
@@ -387,20 +443,24 @@ int ink_apps_get_operation(ink_store *s, const char *project, const char *operat
 }
 
 /* An idempotent retry: 1 and *op when key names an operation made by the
- * same request, 0 when the key is new (or absent), -1 when it was used for
- * another request. */
-static int check_idempotency(sqlite3 *db, const char *project, const char *key, const char *hash,
-                             json_t **op, ink_err *err)
+ * same request (kind, name, args; hash is its request_hash()), 0 when the
+ * key is new (or absent), -1 when it was used for another request. An
+ * operation made before request hashes were keyed is matched by its old
+ * hash (pre_keyed_match), so a client retrying across the upgrade gets
+ * its operation rather than a conflict. */
+static int check_idempotency(ink_store *s, sqlite3 *db, const char *project, const char *key,
+                             const char *kind, const char *name, const json_t *args,
+                             const char *hash, json_t **op, ink_err *err)
 {
     if (!key || !*key)
         return 0;
-    char stored[65] = "";
+    char stored[REQUEST_HASH_MAX] = "";
     int rc = load_op(db, "project = ?2 AND idempotency_key = ?1", key, project, op, stored, err);
     if (rc == 1)
         return 0;
     if (rc < 0)
         return -1;
-    if (strcmp(stored, hash) != 0) {
+    if (strcmp(stored, hash) != 0 && !pre_keyed_match(s, stored, kind, name, args)) {
         char id[64];
         snprintf(id, sizeof id, "%s", json_string_value(json_object_get(*op, "operation_id")));
         json_decref(*op);
@@ -589,7 +649,11 @@ static int seal_secrets(ink_store *s, ink_app_row *a, const json_t *secret_env, 
     free(a->secret_sealed);
     a->secret_sealed = NULL;
     json_decref(a->secret_names);
-    a->secret_names = secret_names_of(secret_env);
+    a->secret_names = secret_names_of(s, secret_env, err);
+    if (!a->secret_names) {
+        a->secret_names = json_array();
+        return -1;
+    }
     if (json_object_size(secret_env) == 0)
         return 0;
     cleanup_free char *plain = json_dumps(secret_env, JSON_SORT_KEYS | JSON_COMPACT);
@@ -617,16 +681,19 @@ int ink_apps_create(ink_store *s, const ink_caller *who, const json_t *args, int
         return -1;
     }
     json_t *no_secrets = json_object();
-    a.secret_names = secret_names_of(secret_env ? secret_env : no_secrets);
+    a.secret_names = secret_names_of(s, secret_env ? secret_env : no_secrets, err);
     json_decref(no_secrets);
     char hash[65];
-    request_hash("create_app", name, args, hash);
+    if (!a.secret_names || request_hash(s, "create_app", name, args, hash, err) < 0) {
+        ink_app_row_clear(&a);
+        return -1;
+    }
     const char *idem = str_arg(args, "idempotency_key");
 
     sqlite3 *db = ink_store_lock(s);
     rc = begin(db, err);
     if (rc == 0)
-        rc = check_idempotency(db, who->project, idem, hash, op, err);
+        rc = check_idempotency(s, db, who->project, idem, "create_app", name, args, hash, op, err);
     if (rc == 0) {
         ink_app_row old = {0};
         int found = find_app(db, who->project, name, true, &old, err);
@@ -727,12 +794,13 @@ static int change_app(ink_store *s, const ink_caller *who, const char *kind, con
     if (check_name(name, err) < 0)
         return -1;
     char hash[65];
-    request_hash(kind, name, args, hash);
+    if (request_hash(s, kind, name, args, hash, err) < 0)
+        return -1;
     const char *idem = str_arg(args, "idempotency_key");
     sqlite3 *db = ink_store_lock(s);
     int rc = begin(db, err);
     if (rc == 0)
-        rc = check_idempotency(db, who->project, idem, hash, op, err);
+        rc = check_idempotency(s, db, who->project, idem, kind, name, args, hash, op, err);
     ink_app_row a = {0};
     if (rc == 0) {
         int found = find_app(db, who->project, name, true, &a, err);
@@ -749,8 +817,10 @@ static int change_app(ink_store *s, const ink_caller *who, const char *kind, con
         bool secrets_changed = false;
         if (rc == 0 && secret_env) {
             rc = check_secrets(secret_env, json_object_get(spec, "env"), err);
-            json_t *names = secret_names_of(secret_env);
-            secrets_changed = !json_equal(names, a.secret_names);
+            json_t *names = rc == 0 ? secret_names_of(s, secret_env, err) : NULL;
+            if (rc == 0 && !names)
+                rc = -1;
+            secrets_changed = names && !json_equal(names, a.secret_names);
             json_decref(names);
             if (rc == 0 && secrets_changed)
                 rc = seal_secrets(s, &a, secret_env, err);
@@ -862,8 +932,9 @@ int ink_apps_delete(ink_store *s, const ink_caller *who, const char *name, int64
         a.deleted_ms = now_ms;
         a.updated_ms = now_ms;
         char hash[65], opid[40];
-        request_hash("delete_app", name, NULL, hash);
-        rc = write_app(db, &a, false, err);
+        rc = request_hash(s, "delete_app", name, NULL, hash, err);
+        if (rc == 0)
+            rc = write_app(db, &a, false, err);
         if (rc == 0)
             rc = new_operation(db, who, &a, "delete_app", NULL, hash, "removing replicas", now_ms,
                                opid, err);
@@ -1440,4 +1511,134 @@ int ink_apps_list_nodes(ink_store *s, int64_t now_ms, int64_t timeout_ms, json_t
     }
     *list = json_pack("{s:o}", "nodes", items);
     return 0;
+}
+
+/* ------------------------------------------------------------- upgrade */
+
+typedef struct redone {
+    int64_t rowid;
+    char *text;
+} redone;
+
+static void redone_push(redone **rows, size_t *n, size_t *cap, int64_t rowid, char *text)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *rows = ink_xrealloc(*rows, *cap * sizeof **rows);
+    }
+    (*rows)[(*n)++] = (redone){rowid, text};
+}
+
+/* The keyed secret_names of the app row at st (rowid, id, secret_env,
+ * secret_names). A secret_env that does not open keeps its names with
+ * the fingerprint "unavailable" rather than fail the open of the whole
+ * database: the plain fingerprints must go either way, and the next
+ * update_app with secret_env repairs the row. NULL when the MAC fails. */
+static json_t *rekeyed_names(ink_store *s, sqlite3_stmt *st, ink_err *err)
+{
+    const char *id = (const char *)sqlite3_column_text(st, 1);
+    const char *sealed = (const char *)sqlite3_column_text(st, 2);
+    char *plain = NULL;
+    json_t *secrets = NULL;
+    ink_err why = {0};
+    if (!sealed)
+        ink_err_set(&why, 0, "no sealed secret_env");
+    else if (ink_store_unseal(s, sealed, &plain, &why) == 0)
+        secrets = json_loads(plain, 0, NULL);
+    free_wiped(plain);
+    if (json_is_object(secrets)) {
+        json_t *names = secret_names_of(s, secrets, err);
+        json_decref(secrets);
+        return names;
+    }
+    json_decref(secrets);
+    LOG_WARN("app secret_env does not open: its fingerprints become unavailable", "app", id,
+             "error", why.msg[0] ? why.msg : "not a JSON object");
+    json_t *old = json_loads((const char *)sqlite3_column_text(st, 3), 0, NULL);
+    json_t *names = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(old, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (name)
+            json_array_append_new(
+                names, json_pack("{s:s, s:s}", "name", name, "fingerprint", "unavailable"));
+    }
+    json_decref(old);
+    return names;
+}
+
+int ink_apps_upgrade_digests(ink_store *s, sqlite3 *db, size_t *n_apps, size_t *n_ops, ink_err *err)
+{
+    redone *apps = NULL, *ops = NULL;
+    size_t cap_apps = 0, cap_ops = 0;
+    *n_apps = *n_ops = 0;
+    int rc = 0, step = SQLITE_DONE;
+    /* Read first, written after: rows updated while a SELECT walks their
+     * table may be visited again. */
+    {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = ink_db_prepare(db,
+                            "SELECT rowid, id, secret_env, secret_names FROM apps"
+                            " WHERE secret_env IS NOT NULL OR secret_names != '[]'",
+                            &st, err);
+        while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            json_t *names = rekeyed_names(s, st, err);
+            if (!names) {
+                rc = -1;
+                break;
+            }
+            char *text = json_dumps(names, JSON_SORT_KEYS | JSON_COMPACT);
+            json_decref(names);
+            redone_push(&apps, n_apps, &cap_apps, sqlite3_column_int64(st, 0), text);
+        }
+        if (rc == 0 && step != SQLITE_DONE)
+            rc = ink_db_err(db, err, "read apps");
+    }
+    if (rc == 0) {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = ink_db_prepare(db,
+                            "SELECT rowid, request_hash FROM operations"
+                            " WHERE substr(request_hash, 1, length(?1)) != ?1",
+                            &st, err);
+        if (rc == 0)
+            sqlite3_bind_text(st, 1, PRE_KEYED_PREFIX, -1, SQLITE_STATIC);
+        while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *plain = (const char *)sqlite3_column_text(st, 1);
+            char mac[65];
+            if (ink_store_mac_hex(s, plain ? plain : "", plain ? strlen(plain) : 0, mac) < 0) {
+                rc = ink_err_set(err, 0, "cannot hash a request hash");
+                break;
+            }
+            redone_push(&ops, n_ops, &cap_ops, sqlite3_column_int64(st, 0),
+                        ink_xasprintf("%s%s", PRE_KEYED_PREFIX, mac));
+        }
+        if (rc == 0 && step != SQLITE_DONE)
+            rc = ink_db_err(db, err, "read operations");
+    }
+    static const char *const updates[] = {"UPDATE apps SET secret_names = ? WHERE rowid = ?",
+                                          "UPDATE operations SET request_hash = ? WHERE rowid = ?"};
+    const redone *lists[] = {apps, ops};
+    const size_t counts[] = {*n_apps, *n_ops};
+    for (size_t t = 0; rc == 0 && t < 2; t++) {
+        if (counts[t] == 0)
+            continue;
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        rc = ink_db_prepare(db, updates[t], &st, err);
+        for (size_t i = 0; rc == 0 && i < counts[t]; i++) {
+            sqlite3_reset(st);
+            sqlite3_bind_text(st, 1, lists[t][i].text, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, lists[t][i].rowid);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                rc = ink_db_err(db, err, "rewrite digests");
+        }
+    }
+    for (size_t i = 0; i < *n_apps; i++)
+        free(apps[i].text);
+    for (size_t i = 0; i < *n_ops; i++)
+        free(ops[i].text);
+    free(apps);
+    free(ops);
+    return rc;
 }

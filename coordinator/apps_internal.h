@@ -39,6 +39,15 @@ int ink_apps_load_all(sqlite3 *db, ink_app_row **rows, size_t *n, ink_err *err);
 int ink_apps_event(sqlite3 *db, const char *app_id, int64_t now_ms, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* For the store's first open after digests of secrets became keyed
+ * (store.c, migration 4), inside its write transaction: every app's
+ * secret_names get keyed fingerprints (from its unsealed secret_env), and
+ * every operation's plain request_hash is replaced by "pre-hmac:" and the
+ * keyed MAC of it, which an idempotent retry still matches. *n_apps and
+ * *n_ops count the rows rewritten. 0 or -1. */
+int ink_apps_upgrade_digests(ink_store *s, sqlite3 *db, size_t *n_apps, size_t *n_ops,
+                             ink_err *err);
+
 /* WorkloadStatus.State as the views name it. */
 const char *ink_replica_state_name(int state);
 /* The host clients reach a node's published ports at: its public address,

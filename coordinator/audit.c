@@ -9,7 +9,6 @@
 
 #include "coordinator.h"
 #include "db.h"
-#include "secretbox.h"
 #include "util.h"
 
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
@@ -27,21 +26,24 @@ static int sha256(const void *a, size_t alen, const void *b, size_t blen, uint8_
 
 /* --------------------------------------------------------------- redaction */
 
-/* The same fingerprint the CLI and the apps layer show for a secret
- * (secretbox.c), so an audit entry can be matched against them. */
-static json_t *fingerprint(const json_t *v)
+/* The same keyed fingerprint the apps layer shows for a secret
+ * (ink_store_fingerprint), so an audit entry can be matched against
+ * get_app_details; the log is in the database file, where a plain hash
+ * would let a weak secret be guessed. */
+static json_t *fingerprint(ink_store *s, const json_t *v)
 {
     char hex[17];
     if (json_is_string(v)) {
-        ink_secret_fingerprint_len(json_string_value(v), json_string_length(v), hex);
+        ink_store_fingerprint(s, json_string_value(v), json_string_length(v), hex);
     } else {
         char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
         if (!text)
-            return json_pack("{s:s}", "sha256", "unavailable");
-        ink_secret_fingerprint(text, hex);
+            return json_pack("{s:s}", "fingerprint", "unavailable");
+        ink_store_fingerprint(s, text, strlen(text), hex);
         free(text);
     }
-    return json_pack("{s:s}", "sha256", hex);
+    /* "unavailable" when the MAC failed: the call is audited regardless. */
+    return json_pack("{s:s}", "fingerprint", hex);
 }
 
 static bool is_secret_key(const char *key, const char *const *secret_keys)
@@ -53,28 +55,28 @@ static bool is_secret_key(const char *key, const char *const *secret_keys)
     return false;
 }
 
-static json_t *redact_secret(const json_t *v)
+static json_t *redact_secret(ink_store *s, const json_t *v)
 {
     if (json_is_object(v)) {
         json_t *o = json_object();
         const char *k;
         json_t *m;
-        json_object_foreach((json_t *)v, k, m) json_object_set_new(o, k, fingerprint(m));
+        json_object_foreach((json_t *)v, k, m) json_object_set_new(o, k, fingerprint(s, m));
         return o;
     }
     if (json_is_array(v)) {
         json_t *a = json_array();
         size_t i;
         json_t *m;
-        json_array_foreach(v, i, m) json_array_append_new(a, fingerprint(m));
+        json_array_foreach(v, i, m) json_array_append_new(a, fingerprint(s, m));
         return a;
     }
-    return fingerprint(v);
+    return fingerprint(s, v);
 }
 
 /* Builds the copy member by member, never through json_deep_copy() of a
  * secret, so no secret value is ever referenced from the result. */
-static json_t *redact(const json_t *v, const char *const *secret_keys)
+static json_t *redact(ink_store *s, const json_t *v, const char *const *secret_keys)
 {
     if (json_is_object(v)) {
         json_t *o = json_object();
@@ -82,8 +84,9 @@ static json_t *redact(const json_t *v, const char *const *secret_keys)
         json_t *m;
         json_object_foreach((json_t *)v, k, m)
         {
-            json_object_set_new(
-                o, k, is_secret_key(k, secret_keys) ? redact_secret(m) : redact(m, secret_keys));
+            json_object_set_new(o, k,
+                                is_secret_key(k, secret_keys) ? redact_secret(s, m)
+                                                              : redact(s, m, secret_keys));
         }
         return o;
     }
@@ -91,18 +94,18 @@ static json_t *redact(const json_t *v, const char *const *secret_keys)
         json_t *a = json_array();
         size_t i;
         json_t *m;
-        json_array_foreach(v, i, m) json_array_append_new(a, redact(m, secret_keys));
+        json_array_foreach(v, i, m) json_array_append_new(a, redact(s, m, secret_keys));
         return a;
     }
     return json_deep_copy(v);
 }
 
-json_t *ink_audit_redact(const json_t *args, const char *const *secret_keys)
+json_t *ink_audit_redact(ink_store *s, const json_t *args, const char *const *secret_keys)
 {
     static const char *const defaults[] = {"secret_env", NULL};
     if (!args)
         return json_object();
-    return redact(args, secret_keys ? secret_keys : defaults);
+    return redact(s, args, secret_keys ? secret_keys : defaults);
 }
 
 /* ------------------------------------------------------------------ chain */

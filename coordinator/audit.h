@@ -46,11 +46,16 @@ int ink_audit_append(ink_store *s, const ink_audit_entry *e, ink_err *err);
  * secret_keys (NULL-terminated; NULL means {"secret_env", NULL}), at any
  * depth, is replaced by fingerprints: an object keeps its member names
  * (variable names are not secret) with each value replaced by
- * {"sha256": "<first 16 hex digits of SHA-256 of the value>"}; an array has
+ * {"fingerprint": "<16 hex digits>"}, s's keyed fingerprint of the value
+ * (ink_store_fingerprint, the one get_app_details shows); an array has
  * each element replaced so; anything else is replaced as a whole. String
- * values are hashed as their bytes, others as their compact JSON. The
- * secret itself is never copied. NULL args gives {}. */
-json_t *ink_audit_redact(const json_t *args, const char *const *secret_keys);
+ * values are fingerprinted as their bytes, others as their compact JSON.
+ * The secret itself is never copied. NULL args gives {}.
+ *
+ * Entries written before fingerprints were keyed hold {"sha256": ...},
+ * the first 16 hex digits of plain SHA-256 of the value; they stay as
+ * they are, since the chain covers them. */
+json_t *ink_audit_redact(ink_store *s, const json_t *args, const char *const *secret_keys);
 
 typedef struct ink_audit_verify_result {
     int64_t rows;          /* rows read */

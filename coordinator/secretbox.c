@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,8 +25,16 @@
 static const unsigned char aad[] = "ink secret v1";
 #define AAD_LEN (sizeof aad - 1)
 
+/* The subkeys are HMAC(key, label): a PRF output each, unrelated to one
+ * another and to the AES key, so a MAC made for one use never equals one
+ * made for another, and none says anything about the key. */
+static const char fingerprint_label[] = "ink fingerprint v1";
+static const char mac_label[] = "ink mac v1";
+
 struct ink_secretbox {
     uint8_t key[INK_SECRETBOX_KEY_LEN];
+    uint8_t fingerprint_key[32];
+    uint8_t mac_key[32];
 };
 
 /* ---------------------------------------------------------------- key file */
@@ -137,6 +146,20 @@ static int create_key(const char *path, ink_err *err)
     return sync_dir_of(path, err);
 }
 
+static int hmac_sha256(const uint8_t key[32], const void *data, size_t len, uint8_t out[32])
+{
+    unsigned int olen = 0;
+    /* HMAC() takes no NULL data even for len 0. */
+    if (!HMAC(EVP_sha256(), key, 32, data ? data : (const void *)"", len, out, &olen) || olen != 32)
+        return -1;
+    return 0;
+}
+
+static int derive(const uint8_t key[INK_SECRETBOX_KEY_LEN], const char *label, uint8_t out[32])
+{
+    return hmac_sha256(key, label, strlen(label), out);
+}
+
 int ink_secretbox_open(const char *key_path, ink_secretbox **out, ink_err *err)
 {
     ink_secretbox *b = ink_xcalloc(1, sizeof *b);
@@ -155,6 +178,9 @@ int ink_secretbox_open(const char *key_path, ink_secretbox **out, ink_err *err)
                 rc = ink_err_set(err, ENOENT, "secret key file %s", key_path);
         }
     }
+    if (rc == 0 && (derive(b->key, fingerprint_label, b->fingerprint_key) < 0 ||
+                    derive(b->key, mac_label, b->mac_key) < 0))
+        rc = ink_err_set(err, 0, "secret key: HMAC-SHA256 failed");
     if (rc < 0) {
         ink_secretbox_free(b);
         return -1;
@@ -167,7 +193,7 @@ void ink_secretbox_free(ink_secretbox *b)
 {
     if (!b)
         return;
-    OPENSSL_cleanse(b->key, sizeof b->key);
+    OPENSSL_cleanse(b, sizeof *b);
     free(b);
 }
 
@@ -279,18 +305,24 @@ int ink_secretbox_unseal(const ink_secretbox *b, const char *sealed, char **plai
 
 /* ------------------------------------------------------------- fingerprint */
 
-void ink_secret_fingerprint_len(const void *value, size_t len, char out[17])
+int ink_secretbox_fingerprint(const ink_secretbox *b, const void *value, size_t len, char out[17])
 {
-    uint8_t d[EVP_MAX_MD_SIZE];
-    unsigned int dlen = 0;
-    if (EVP_Digest(value ? value : "", len, d, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32) {
+    uint8_t d[32];
+    if (hmac_sha256(b->fingerprint_key, value, len, d) < 0) {
         snprintf(out, 17, "unavailable");
-        return;
+        return -1;
     }
     ink_hex(d, 8, out); /* 16 hex digits: enough to tell values apart */
+    return 0;
 }
 
-void ink_secret_fingerprint(const char *value, char out[17])
+int ink_secretbox_mac_hex(const ink_secretbox *b, const void *data, size_t len, char out[65])
 {
-    ink_secret_fingerprint_len(value, value ? strlen(value) : 0, out);
+    uint8_t d[32];
+    if (hmac_sha256(b->mac_key, data, len, d) < 0) {
+        out[0] = '\0';
+        return -1;
+    }
+    ink_hex(d, sizeof d, out);
+    return 0;
 }

@@ -8,7 +8,12 @@
  * random 12-byte nonce per value (random nonces under one key are safe far
  * beyond the number of secrets a coordinator will ever seal) and the text
  * "ink secret v1" as associated data. The version prefix leaves room for
- * another format or key later. */
+ * another format or key later.
+ *
+ * The same key also keys every digest of a secret that is stored or shown
+ * (fingerprints, request hashes): a plain hash of a weak secret would let
+ * anyone who sees it, a reader API key or the database file, test guesses
+ * offline at hash speed. */
 #ifndef INK_SECRETBOX_H
 #define INK_SECRETBOX_H
 
@@ -40,11 +45,23 @@ char *ink_secretbox_seal(const ink_secretbox *b, const void *plain, size_t len);
 int ink_secretbox_unseal(const ink_secretbox *b, const char *sealed, char **plain, size_t *len,
                          ink_err *err);
 
-/* For display and audit records: the first 16 hex digits of SHA-256 of the
- * value, enough to tell two values apart or to check one against a known
- * value, not to recover it. "unavailable" if hashing fails. The _len form
- * hashes len bytes (values that may hold NULs). */
-void ink_secret_fingerprint(const char *value, char out[17]);
-void ink_secret_fingerprint_len(const void *value, size_t len, char out[17]);
+/* Fingerprints, for display and audit records: the first 16 hex digits of
+ * HMAC-SHA256 of the value under a subkey derived from this box's key
+ * (HMAC(key, "ink fingerprint v1"), so they never touch the key the
+ * cipher uses). Equal values give equal fingerprints within one
+ * coordinator (one key file), which is what they are for: telling whether
+ * a secret changed, or matching an audit entry against an app. Only the
+ * holder of the key file can test a guess against one; a reader key or
+ * the database file alone cannot, however weak the secret. Fingerprints
+ * made under another key do not compare. value NULL is "". 0, or -1 with
+ * out "unavailable" when the MAC fails. */
+int ink_secretbox_fingerprint(const ink_secretbox *b, const void *value, size_t len, char out[17]);
+
+/* out = the 64 hex digits of HMAC-SHA256 of len bytes at data under
+ * another subkey (HMAC(key, "ink mac v1")): a digest of data that holds
+ * secrets (a request with its secret_env) that can be stored where the
+ * secrets themselves may not, since testing a guess needs the key. 0, or
+ * -1 when the MAC fails (out is then ""). */
+int ink_secretbox_mac_hex(const ink_secretbox *b, const void *data, size_t len, char out[65]);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "apps_internal.h"
 #include "db.h"
 #include "log.h"
 #include "secretbox.h"
@@ -113,6 +114,14 @@ static const char *migrations[] = {
     "  size_mb INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
     "  deleted_ms INTEGER NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX resources_live ON resources (project, name) WHERE deleted_ms = 0;",
+    /* 4: digests of secrets (apps' secret_names fingerprints, operations'
+     * request_hash) become keyed. SQL cannot compute them: this step only
+     * marks the file as holding unkeyed ones, and upgrade_digests() redoes
+     * them under the key, which the store opens after migrating. The step
+     * is there so that an older coordinator refuses the file instead of
+     * adding plain hashes of secrets to it again. REPLACE: whatever a
+     * version 3 file says, the digests in it are plain. */
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('secret_digests', 'unkeyed');",
 };
 
 enum { LOG_UPSERT = 1, LOG_DELETE = 2 };
@@ -777,6 +786,45 @@ static int seal_first(ink_store *s, const char *key_path, ink_err *err)
     return 0;
 }
 
+/* The first open by a coordinator whose digests of secrets are keyed
+ * (migration 4): apps.c redoes the unkeyed ones in one transaction, so no
+ * file holds a mix. Like seal_first(), the marker is read again under the
+ * write lock and the loser of a race finds the work done. Entries of the
+ * audit log made before keep their plain fingerprints: each one's hash
+ * chains every later entry, so rewriting them would break `audit verify`;
+ * they are marked apart by their member name ("sha256", audit.h). */
+static int upgrade_digests(ink_store *s, ink_err *err)
+{
+    /* Only "unkeyed" (set by migration 4) is redone: a digest that is
+     * already keyed would be taken for a plain one. */
+    char state[16];
+    int rc = meta_get(s, "secret_digests", state, sizeof state, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 1 || strcmp(state, "unkeyed") != 0)
+        return 0;
+    /* The plain digests rewritten are overwritten, not left in free pages
+     * (see seal_first()). */
+    if (ink_db_exec(s->db, "PRAGMA secure_delete = ON", err) < 0 || begin_write(s, err) < 0)
+        return -1;
+    size_t n_apps = 0, n_ops = 0;
+    rc = meta_get(s, "secret_digests", state, sizeof state, err);
+    if (rc == 0 && strcmp(state, "unkeyed") == 0) {
+        rc = ink_apps_upgrade_digests(s, s->db, &n_apps, &n_ops, err);
+        if (rc == 0)
+            rc = meta_set(s, "secret_digests", "keyed", err);
+    }
+    if (end_txn(s, rc < 0 ? -1 : 0, err) < 0)
+        return ink_err_wrap(err, "key the digests of secrets");
+    if (n_apps + n_ops > 0) {
+        ink_db_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL); /* as in seal_first() */
+        LOG_INFO("replaced the plain digests of secrets left by an earlier version with keyed "
+                 "ones",
+                 "apps", LOG_U64(n_apps), "operations", LOG_U64(n_ops));
+    }
+    return 0;
+}
+
 static int open_secrets(ink_store *s, ink_err *err)
 {
     cleanup_free char *key_path = key_path_for(s);
@@ -794,9 +842,10 @@ static int open_secrets(ink_store *s, ink_err *err)
                            key_path);
     if (ink_secretbox_open(key_path, &s->box, err) < 0)
         return -1;
-    if (sealed_before == 0)
-        return check_key(s, check, key_path, err);
-    return seal_first(s, key_path, err);
+    int rc = sealed_before == 0 ? check_key(s, check, key_path, err) : seal_first(s, key_path, err);
+    if (rc < 0)
+        return -1;
+    return upgrade_digests(s, err);
 }
 
 char *ink_store_seal(ink_store *s, const char *plain)
@@ -807,6 +856,16 @@ char *ink_store_seal(ink_store *s, const char *plain)
 int ink_store_unseal(ink_store *s, const char *sealed, char **plain, ink_err *err)
 {
     return ink_secretbox_unseal(s->box, sealed, plain, NULL, err);
+}
+
+int ink_store_fingerprint(ink_store *s, const void *value, size_t len, char out[17])
+{
+    return ink_secretbox_fingerprint(s->box, value, len, out);
+}
+
+int ink_store_mac_hex(ink_store *s, const void *data, size_t len, char out[65])
+{
+    return ink_secretbox_mac_hex(s->box, data, len, out);
 }
 
 /* Writes one change under the next revision and appends it to the log:

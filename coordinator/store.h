@@ -43,7 +43,9 @@ typedef struct ink_node_row {
  * directory (secretbox.h), creating it with a new database; an in-memory
  * database gets a key that lives as long as the store. The database
  * remembers its key: opening it with another key file, or without its
- * key file, is refused. */
+ * key file, is refused. A database from before digests of secrets were
+ * keyed gets them redone under the key on its first open
+ * (ink_apps_upgrade_digests). */
 int ink_store_open(const char *path, ink_store **out, ink_err *err);
 void ink_store_close(ink_store *s);
 /* Random id made when the database was created. */
@@ -65,6 +67,12 @@ void ink_store_unlock(ink_store *s);
  * malloc'ed plaintext or -1 "cannot decrypt secret: ...". Need no lock. */
 char *ink_store_seal(ink_store *s, const char *plain);
 int ink_store_unseal(ink_store *s, const char *sealed, char **plain, ink_err *err);
+/* Keyed digests under the store's key (secretbox.h): a secret's
+ * fingerprint, and the MAC of data that holds secrets. Anything that shows
+ * or stores a digest of a secret uses these, never a plain hash. 0, or -1
+ * when the MAC fails (fingerprint "unavailable", mac ""). Need no lock. */
+int ink_store_fingerprint(ink_store *s, const void *value, size_t len, char out[17]);
+int ink_store_mac_hex(ink_store *s, const void *data, size_t len, char out[65]);
 
 int ink_store_register_node(ink_store *s, const Ink__V1__RegisterRequest *req, int64_t now_ms,
                             ink_err *err);

@@ -4,7 +4,8 @@
  *   worker (N)        who may call it (role, project), the app layer or the
  *                     node's AgentService, the answer; a deployment hands
  *                     its call on to
- *   ticker (1)        every 100 ms: each deployment's operation (progress
+ *   ticker (1)        every 100 ms, and at once when the controller wrote
+ *                     something (ink_tools_poke): each deployment's operation (progress
  *                     notifications, the answer once it ends or the wait
  *                     runs out), and cancels the agent calls of MCP calls
  *                     that were cancelled.
@@ -115,6 +116,7 @@ struct ink_tools {
     job *waits_in; /* deployments handed to the ticker */
     rpc_watch *watches;
     bool stopping, ticker_exit;
+    bool poked; /* ink_tools_poke since the ticker last looked */
     pthread_t *workers;
     int nworkers;
     pthread_t ticker;
@@ -287,7 +289,7 @@ static void job_audit(job *j, const char *result)
     if (j->def->read_only || j->audited)
         return;
     j->audited = true;
-    json_t *redacted = ink_audit_redact(j->args, NULL);
+    json_t *redacted = ink_audit_redact(j->t->ctx.store, j->args, NULL);
     ink_audit_entry e = {
         .time_ms = j->started_ms,
         .key_id = j->who ? j->who->key_id : "unknown",
@@ -1510,7 +1512,7 @@ static void tool_get_app_metrics(job *j)
     "and tokens in secret_env instead."
 #define D_SECRET_ENV                                                                               \
     "Secret environment variables, NAME: value: encrypted at rest and never shown again; tools "   \
-    "report only each name and a sha256 fingerprint of its value."
+    "report only each name and a keyed fingerprint of its value."
 #define S_CPU "`type`:`number`,`minimum`:0.01,`maximum`:64"
 #define D_CPU "CPU per replica in cores: 0.25 is a quarter of one core, 2 is two cores."
 #define S_MEMORY "`type`:`integer`,`minimum`:16,`maximum`:262144"
@@ -2040,6 +2042,7 @@ static void *ticker_main(void *arg)
             }
         }
         bool stop = t->stopping, quit = t->ticker_exit;
+        t->poked = false;
         pthread_mutex_unlock(&t->mu);
 
         for (job **p = &waits; *p;) {
@@ -2054,7 +2057,7 @@ static void *ticker_main(void *arg)
         pthread_mutex_lock(&t->mu);
         if (quit && !waits && !t->waits_in)
             break;
-        if (!t->waits_in) {
+        if (!t->waits_in && !t->poked) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += TICK_MS * 1000000L;
@@ -2176,6 +2179,14 @@ ink_tools *ink_tools_new(const ink_tools_ctx *ctx, ink_err *err)
     }
     t->ticker_started = true;
     return t;
+}
+
+void ink_tools_poke(ink_tools *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->poked = true;
+    pthread_cond_signal(&t->tick);
+    pthread_mutex_unlock(&t->mu);
 }
 
 void ink_tools_free(ink_tools *t)

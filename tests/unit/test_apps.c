@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <openssl/sha.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -955,6 +956,52 @@ static bool db_files_contain(fixture *f, const char *needle, int *files)
     return found;
 }
 
+/* The first digits hex digits of plain SHA-256 of text. */
+static void plain_sha256(const char *text, size_t digits, char *out)
+{
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)text, strlen(text), md);
+    ink_hex(md, digits / 2, out);
+}
+
+/* The text a request hash covers (apps.c canonical_request): the
+ * arguments without idempotency_key, with _kind and _name. */
+static char *canonical_request(const json_t *args, const char *kind, const char *name)
+{
+    json_t *copy = json_deep_copy(args);
+    json_object_del(copy, "idempotency_key");
+    json_object_set_new(copy, "_kind", json_string(kind));
+    json_object_set_new(copy, "_name", json_string(name));
+    char *text = json_dumps(copy, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(copy);
+    assert_non_null(text);
+    return text;
+}
+
+/* The first column of the first row of sql, on the store's connection. */
+static void sql_text(fixture *f, const char *sql, char *out, size_t outlen)
+{
+    sqlite3 *db = ink_store_lock(f->s);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    ink_store_unlock(f->s);
+    if (rc != SQLITE_ROW)
+        fail_msg("%s: no row", sql);
+}
+
+static void sql_exec(fixture *f, const char *sql)
+{
+    sqlite3 *db = ink_store_lock(f->s);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    ink_store_unlock(f->s);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
 static void test_secrets(void **state)
 {
     fixture *f = *state;
@@ -984,6 +1031,13 @@ static void test_secrets(void **state)
     const char *fp = js(json_array_get(se, 0), "fingerprint");
     assert_true(strlen(fp) >= 8);
     assert_string_not_equal(fp, js(json_array_get(se, 1), "fingerprint"));
+    /* The store's keyed fingerprint: the view reaches reader keys, and a
+     * plain hash would let them test guesses of the secret. */
+    char keyed[17], plain[65];
+    assert_int_equal(ink_store_fingerprint(f->s, SECRET, strlen(SECRET), keyed), 0);
+    assert_string_equal(fp, keyed);
+    plain_sha256(SECRET, 16, plain);
+    assert_false(dumps_contains(app, plain));
     assert_null(json_object_get(json_object_get(app, "env"), "API_TOKEN"));
     json_decref(app);
     json_t *list = list_apps(f);
@@ -992,6 +1046,22 @@ static void test_secrets(void **state)
     op = get_op(f, opid);
     assert_false(dumps_contains(op, SECRET));
     json_decref(op);
+
+    /* The operation's request hash is the keyed MAC of the request, which
+     * holds the secrets, not its plain SHA-256. */
+    json_t *sent = json_pack("{s:s, s:s, s:i, s:{s:s}, s:{s:s, s:s}}", "name", "web", "image",
+                             "reg/x:1", "port", 8080, "env", "MODE", "prod", "secret_env", "ZZ_KEY",
+                             "other-value", "API_TOKEN", SECRET);
+    char *text = canonical_request(sent, "create_app", "web");
+    char stored[128], sql[128], mac[65];
+    snprintf(sql, sizeof sql, "SELECT request_hash FROM operations WHERE id = '%s'", opid);
+    sql_text(f, sql, stored, sizeof stored);
+    plain_sha256(text, 64, plain);
+    assert_string_not_equal(stored, plain);
+    assert_int_equal(ink_store_mac_hex(f->s, text, strlen(text), mac), 0);
+    assert_string_equal(stored, mac);
+    free(text);
+    json_decref(sent);
 
     /* The same secrets in another order are the same request. */
     char op2[40];
@@ -1048,7 +1118,97 @@ static void test_secrets(void **state)
     f->s = NULL;
     assert_false(db_files_contain(f, SECRET, &files));
     assert_true(files >= 1);
+    plain_sha256(SECRET, 16, plain);
+    assert_false(db_files_contain(f, plain, &files));
     assert_int_equal(ink_store_open(f->db, &f->s, &err), 0);
+}
+
+/* A database written before digests of secrets were keyed: schema 3,
+ * plain SHA-256 fingerprints in apps.secret_names and plain request
+ * hashes in operations. Its first open rewrites both; a retry of an
+ * operation made before still finds it. */
+static void test_upgrade_keys_old_digests(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    json_t *args =
+        json_pack("{s:s, s:s, s:i, s:{s:s}, s:s}", "name", "web", "image", "reg/x:1", "port", 8080,
+                  "secret_env", "API_TOKEN", SECRET, "idempotency_key", "deploy-1");
+    char opid[40], op2[40];
+    assert_int_equal(create(f, json_deep_copy(args), now, opid, &err), 0);
+
+    /* Make it what the earlier coordinator wrote. */
+    char plain_fp[17], plain_req[65], sql[512];
+    plain_sha256(SECRET, 16, plain_fp);
+    char *text = canonical_request(args, "create_app", "web");
+    plain_sha256(text, 64, plain_req);
+    free(text);
+    snprintf(sql, sizeof sql,
+             "UPDATE apps SET secret_names = '[{\"fingerprint\":\"%s\",\"name\":\"API_TOKEN\"}]';"
+             "UPDATE operations SET request_hash = '%s';"
+             "DELETE FROM meta WHERE key = 'secret_digests';"
+             "PRAGMA user_version = 3;",
+             plain_fp, plain_req);
+    sql_exec(f, sql);
+    json_t *app = get_app(f, "web");
+    assert_string_equal(js(json_array_get(json_object_get(app, "secret_env"), 0), "fingerprint"),
+                        plain_fp);
+    json_decref(app);
+
+    ink_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(ink_store_open(f->db, &f->s, &err), 0);
+    assert_int_equal(ink_store_schema_version(f->s), 4);
+
+    /* The view shows the keyed fingerprint; neither plain digest is left
+     * in the database files. */
+    char keyed[17];
+    assert_int_equal(ink_store_fingerprint(f->s, SECRET, strlen(SECRET), keyed), 0);
+    app = get_app(f, "web");
+    assert_string_equal(js(json_array_get(json_object_get(app, "secret_env"), 0), "fingerprint"),
+                        keyed);
+    json_decref(app);
+    char stored[128];
+    snprintf(sql, sizeof sql, "SELECT request_hash FROM operations WHERE id = '%s'", opid);
+    sql_text(f, sql, stored, sizeof stored);
+    assert_true(strncmp(stored, "pre-hmac:", 9) == 0);
+    assert_null(strstr(stored, plain_req));
+    int files = 0;
+    assert_false(db_files_contain(f, plain_fp, &files));
+    assert_false(db_files_contain(f, plain_req, &files));
+    assert_true(files >= 1);
+
+    /* The client retries its create from before the upgrade: the same
+     * operation, not a conflict. */
+    assert_int_equal(create(f, json_deep_copy(args), now + 1000, op2, &err), 1);
+    assert_string_equal(op2, opid);
+    /* The old hash still tells another request apart. */
+    json_t *other = json_deep_copy(args);
+    json_object_set_new(json_object_get(other, "secret_env"), "API_TOKEN",
+                        json_string("another-value"));
+    err = (ink_err){0};
+    assert_int_equal(create(f, other, now + 1000, NULL, &err), -1);
+    assert_int_equal(err.errnum, INK_APPS_ECONFLICT);
+    assert_non_null(strstr(err.msg, opid));
+    /* The same secret again is no change: the rewritten fingerprint
+     * compares with a new one. */
+    assert_int_equal(
+        update(f, json_pack("{s:s, s:{s:s}}", "name", "web", "secret_env", "API_TOKEN", SECRET),
+               now + 2000, op2, &err),
+        1);
+    assert_string_equal(op2, opid);
+
+    /* Done once: opening again leaves the digests as they are. */
+    ink_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(ink_store_open(f->db, &f->s, &err), 0);
+    char again[128];
+    sql_text(f, sql, again, sizeof again);
+    assert_string_equal(again, stored);
+    assert_int_equal(create(f, args, now + 3000, op2, &err), 1);
+    assert_string_equal(op2, opid);
 }
 
 /* ----------------------------------------------------------------- 10. resources */
@@ -1246,6 +1406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_node_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_keys_old_digests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_node_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_noop_and_restart, setup, teardown),

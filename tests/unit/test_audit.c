@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <sqlite3.h>
 
@@ -211,6 +212,15 @@ static void test_renumbered_rows(void **state)
     assert_int_equal(verify(f, &r), 3);
 }
 
+/* The first 16 hex digits of plain SHA-256 of text: what fingerprints
+ * were before they were keyed. */
+static void plain_prefix(const char *text, char out[17])
+{
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)text, strlen(text), d);
+    ink_hex(d, 8, out);
+}
+
 static void test_redaction(void **state)
 {
     fixture *f = *state;
@@ -219,7 +229,7 @@ static void test_redaction(void **state)
         json_pack("{s:s, s:{s:s, s:s}, s:{s:s}, s:[{s:{s:s}}], s:[s], s:i}", "app", "web",
                   "secret_env", "TOKEN", secret, "PASSWORD", "p4ss", "env", "MODE", "prod",
                   "replicas", "secret_env", "DB_PASS", secret, "tags", "x", "port", 8080);
-    json_t *red = ink_audit_redact(args, NULL);
+    json_t *red = ink_audit_redact(f->store, args, NULL);
     char *text = json_dumps(red, JSON_COMPACT | JSON_SORT_KEYS);
     assert_null(strstr(text, secret));
     assert_null(strstr(text, "p4ss"));
@@ -228,17 +238,28 @@ static void test_redaction(void **state)
     assert_non_null(strstr(text, "\"MODE\":\"prod\""));
     assert_non_null(strstr(text, "\"DB_PASS\""));
     assert_non_null(strstr(text, "\"port\":8080"));
-    const char *fp = json_string_value(
-        json_object_get(json_object_get(json_object_get(red, "secret_env"), "TOKEN"), "sha256"));
+    const char *fp = json_string_value(json_object_get(
+        json_object_get(json_object_get(red, "secret_env"), "TOKEN"), "fingerprint"));
     assert_non_null(fp);
     assert_int_equal(strlen(fp), 16);
     assert_int_equal(strspn(fp, "0123456789abcdef"), 16);
+    /* The store's keyed fingerprint (the one app views show), not the
+     * plain SHA-256 of the value, which would let a weak secret be
+     * guessed from the log. */
+    char keyed[17], plain[17];
+    assert_int_equal(ink_store_fingerprint(f->store, secret, strlen(secret), keyed), 0);
+    assert_string_equal(fp, keyed);
+    plain_prefix(secret, plain);
+    assert_null(strstr(text, plain));
+    plain_prefix("p4ss", plain);
+    assert_null(strstr(text, plain));
+    assert_null(strstr(text, "sha256"));
     /* Same value, same fingerprint, wherever it appears. */
     const char *fp2 = json_string_value(json_object_get(
         json_object_get(
             json_object_get(json_array_get(json_object_get(red, "replicas"), 0), "secret_env"),
             "DB_PASS"),
-        "sha256"));
+        "fingerprint"));
     assert_non_null(fp2);
     assert_string_equal(fp, fp2);
     /* The input is untouched. */
@@ -257,6 +278,8 @@ static void test_redaction(void **state)
     assert_int_equal(RUN(f, "list", "--json"), 0);
     assert_null(strstr(f->out, secret));
     assert_non_null(strstr(f->out, fp));
+    plain_prefix(secret, plain);
+    assert_null(strstr(f->out, plain));
     free(text);
     json_decref(red);
 
@@ -264,7 +287,7 @@ static void test_redaction(void **state)
     const char *keys[] = {"password", "secret_env", NULL};
     json_t *a2 = json_pack("{s:[s,s], s:s, s:i}", "secret_env", "A=hunter2-very-secret", "B=x",
                            "password", secret, "n", 1);
-    json_t *r2 = ink_audit_redact(a2, keys);
+    json_t *r2 = ink_audit_redact(f->store, a2, keys);
     text = json_dumps(r2, JSON_COMPACT);
     assert_null(strstr(text, secret));
     assert_non_null(strstr(text, "\"n\":1"));
@@ -274,7 +297,7 @@ static void test_redaction(void **state)
     json_decref(a2);
     json_decref(args);
 
-    json_t *none = ink_audit_redact(NULL, NULL);
+    json_t *none = ink_audit_redact(f->store, NULL, NULL);
     assert_true(json_is_object(none));
     json_decref(none);
 }

@@ -1,4 +1,5 @@
-/* Unit tests for coordinator/secretbox.c: sealing, and the key file. */
+/* Unit tests for coordinator/secretbox.c: sealing, the key file, and the
+ * keyed fingerprints and MACs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -330,18 +332,109 @@ static void test_concurrent_create_one_key(void **state)
     assert_int_equal(entries, ROUNDS);
 }
 
-static void test_fingerprint(void **state)
+/* The first 16 hex digits of plain SHA-256 of value: what fingerprints
+ * were before they were keyed, and must never be again. */
+static void plain_prefix(const void *value, size_t len, char out[17])
+{
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256(value, len, d);
+    ink_hex(d, 8, out);
+}
+
+static void fingerprint_ok(const ink_secretbox *b, const void *value, size_t len, char out[17])
+{
+    assert_int_equal(ink_secretbox_fingerprint(b, value, len, out), 0);
+    assert_int_equal(strlen(out), 16);
+    assert_int_equal(strspn(out, "0123456789abcdef"), 16);
+}
+
+static void test_fingerprint_keyed(void **state)
+{
+    test_scratch *t = *state;
+    cleanup_free char *p1 = key_path(t, "one.key");
+    cleanup_free char *p2 = key_path(t, "two.key");
+    ink_secretbox *b1 = open_ok(p1), *b2 = open_ok(p2);
+    char f1[17], f1b[17], f2[17], plain[17];
+
+    /* Equal values, equal fingerprints under one key, also after the key
+     * file is opened again (a restarted coordinator). */
+    fingerprint_ok(b1, "hunter2", 7, f1);
+    fingerprint_ok(b1, "hunter2", 7, f1b);
+    assert_string_equal(f1, f1b);
+    ink_secretbox *again = open_ok(p1);
+    fingerprint_ok(again, "hunter2", 7, f1b);
+    assert_string_equal(f1, f1b);
+    ink_secretbox_free(again);
+
+    /* Another key, another fingerprint of the same value. */
+    fingerprint_ok(b2, "hunter2", 7, f2);
+    assert_string_not_equal(f1, f2);
+
+    /* Not the plain hash: it cannot be checked against a guess without
+     * the key. */
+    plain_prefix("hunter2", 7, plain);
+    assert_string_not_equal(f1, plain);
+    assert_string_not_equal(f2, plain);
+
+    /* Other values differ; the length counts, NULs included; NULL is "". */
+    fingerprint_ok(b1, "hunter3", 7, f2);
+    assert_string_not_equal(f1, f2);
+    fingerprint_ok(b1, "a\0b", 3, f1);
+    fingerprint_ok(b1, "a", 1, f2);
+    assert_string_not_equal(f1, f2);
+    fingerprint_ok(b1, NULL, 0, f1);
+    fingerprint_ok(b1, "", 0, f2);
+    assert_string_equal(f1, f2);
+    ink_secretbox_free(b1);
+    ink_secretbox_free(b2);
+}
+
+/* Known answers (computed with Python's hmac module) pin the derivation:
+ * fingerprints stored in a database must still compare after an upgrade. */
+static void test_fingerprint_known_answer(void **state)
+{
+    test_scratch *t = *state;
+    cleanup_free char *path = key_path(t, "secret.key");
+    uint8_t key[INK_SECRETBOX_KEY_LEN];
+    for (size_t i = 0; i < sizeof key; i++)
+        key[i] = (uint8_t)i;
+    write_file(path, key, sizeof key, 0600);
+    ink_secretbox *b = open_ok(path);
+    char fp[17], mac[65];
+    /* HMAC(HMAC(key, "ink fingerprint v1"), value), first 8 bytes */
+    fingerprint_ok(b, "hunter2", 7, fp);
+    assert_string_equal(fp, "e83b57b23e179c10");
+    fingerprint_ok(b, "", 0, fp);
+    assert_string_equal(fp, "0f5ef04cc3ae6098");
+    /* HMAC(HMAC(key, "ink mac v1"), data) */
+    assert_int_equal(ink_secretbox_mac_hex(b, "hunter2", 7, mac), 0);
+    assert_string_equal(mac, "e23f4402122718da76d89c0cd7234b5ed631d91c7485c3baa94d654b1e273087");
+    ink_secretbox_free(b);
+}
+
+static void test_mac_hex(void **state)
 {
     (void)state;
-    char fp[17];
-    ink_secret_fingerprint("abc", fp); /* SHA-256("abc") = ba7816bf8f01cfea... */
-    assert_string_equal(fp, "ba7816bf8f01cfea");
-    ink_secret_fingerprint("", fp); /* e3b0c44298fc1c14... */
-    assert_string_equal(fp, "e3b0c44298fc1c14");
-    ink_secret_fingerprint_len("abc", 3, fp);
-    assert_string_equal(fp, "ba7816bf8f01cfea");
-    ink_secret_fingerprint_len("a\0b", 3, fp);
-    assert_string_not_equal(fp, "ca978112ca1bbdca"); /* not "a" */
+    ink_secretbox *b1 = open_ok(NULL), *b2 = open_ok(NULL);
+    char m1[65], m1b[65], m2[65], fp[17], plain[65];
+    assert_int_equal(ink_secretbox_mac_hex(b1, "{\"k\":\"pw\"}", 10, m1), 0);
+    assert_int_equal(strlen(m1), 64);
+    assert_int_equal(strspn(m1, "0123456789abcdef"), 64);
+    assert_int_equal(ink_secretbox_mac_hex(b1, "{\"k\":\"pw\"}", 10, m1b), 0);
+    assert_string_equal(m1, m1b);
+    /* Keyed: two in-memory keys (random each) disagree. */
+    assert_int_equal(ink_secretbox_mac_hex(b2, "{\"k\":\"pw\"}", 10, m2), 0);
+    assert_string_not_equal(m1, m2);
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)"{\"k\":\"pw\"}", 10, d);
+    ink_hex(d, sizeof d, plain);
+    assert_string_not_equal(m1, plain);
+    /* Another subkey than fingerprints: neither says anything about the
+     * other. */
+    fingerprint_ok(b1, "{\"k\":\"pw\"}", 10, fp);
+    assert_false(strncmp(m1, fp, 16) == 0);
+    ink_secretbox_free(b1);
+    ink_secretbox_free(b2);
 }
 
 int main(void)
@@ -359,7 +452,11 @@ int main(void)
                                         test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_create_one_key, test_scratch_setup,
                                         test_scratch_teardown),
-        cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test_setup_teardown(test_fingerprint_keyed, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_fingerprint_known_answer, test_scratch_setup,
+                                        test_scratch_teardown),
+        cmocka_unit_test(test_mac_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/sha.h>
 
 #include "apps.h"
 #include "audit.h"
@@ -580,8 +581,25 @@ static void test_create_deploying(void **state)
     assert_string_equal(last_row(&a)->tool, "update_app");
     assert_string_equal(last_row(&a)->result, "ok");
     assert_string_equal(last_row(&a)->key_id, f->deployer->key_id);
-    assert_non_null(strstr(last_row(&a)->arguments, "sha256"));
+    /* The audit entry and what a reader sees carry the same keyed
+     * fingerprint of the secret, and neither its plain SHA-256. */
+    char keyed[17], plain[17];
+    assert_int_equal(ink_store_fingerprint(f->store, SECRET2, strlen(SECRET2), keyed), 0);
+    cleanup_free char *want = ink_xasprintf("{\"DB_PASSWORD\":{\"fingerprint\":\"%s\"}}", keyed);
+    assert_non_null(strstr(last_row(&a)->arguments, want));
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)SECRET2, strlen(SECRET2), md);
+    ink_hex(md, 8, plain);
+    assert_null(strstr(last_row(&a)->arguments, plain));
     ink_audit_free_rows(a.rows, a.n);
+    new_session(f, f->reader);
+    d = ok(f, call(f, "get_app_details", "{'name':'web'}"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(d, "secret_env"), 0), "fingerprint")),
+                        keyed);
+    assert_null(strstr(f->last_line, plain));
+    assert_null(strstr(f->last_line, SECRET2));
+    new_session(f, f->deployer);
 
     /* restart and delete answer with their own statuses. */
     sc = ok(f, call(f, "restart_app", "{'name':'web'}"));
