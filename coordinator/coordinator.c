@@ -68,6 +68,14 @@ void ink_coordinator_kick(ink_coordinator *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+void ink_coordinator_on_progress(ink_coordinator *c, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->on_progress = fn;
+    c->on_progress_arg = arg;
+    pthread_mutex_unlock(&c->mu);
+}
+
 static struct node_state *known_node(ink_coordinator *c, const char *id)
 {
     for (size_t i = 0; i < c->nknown; i++) {
@@ -139,8 +147,16 @@ static void *background_loop(void *arg)
             .probe_timeout_ms = 1000,
         };
         /* Before the pump: replicas placed now reach their agents at once. */
-        ink_controller_pass(c->store, &co, ink_now_ms());
+        int writes = ink_controller_pass(c->store, &co, ink_now_ms());
         ink_watchers_pump(c);
+        if (writes > 0) {
+            pthread_mutex_lock(&c->mu);
+            void (*progress)(void *) = c->on_progress;
+            void *progress_arg = c->on_progress_arg;
+            pthread_mutex_unlock(&c->mu);
+            if (progress)
+                progress(progress_arg);
+        }
         int64_t now = ink_mono_ms();
         if (now >= next_liveness) {
             check_liveness(c);

@@ -55,6 +55,11 @@ typedef struct ink_coordinator {
     ink_watcher *watchers;
     pthread_t loop_thread;
     bool loop_running;
+    /* Called after a controller pass that wrote something (an operation
+     * may have ended): deploy waits look at once instead of at their next
+     * tick. Set with ink_coordinator_on_progress. */
+    void (*on_progress)(void *arg);
+    void *on_progress_arg;
 
     /* liveness: last state logged per node, to log transitions once */
     struct node_state {
@@ -69,6 +74,8 @@ int ink_coordinator_start(ink_coordinator *c, const ink_coordinator_config *cfg,
 void ink_coordinator_stop(ink_coordinator *c);
 /* Wakes the watch pump after a change to the desired state. */
 void ink_coordinator_kick(ink_coordinator *c);
+
+void ink_coordinator_on_progress(ink_coordinator *c, void (*fn)(void *arg), void *arg);
 
 /* Node liveness, derived from the last heartbeat. */
 bool ink_node_is_ready(const ink_node_row *n, int64_t now_ms, int64_t timeout_ms);

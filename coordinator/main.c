@@ -72,6 +72,11 @@ static void kick_coordinator(void *arg)
     ink_coordinator_kick(arg);
 }
 
+static void poke_tools(void *arg)
+{
+    ink_tools_poke(arg);
+}
+
 static int serve(ink_coordinator_config *cfg)
 {
     ink_err err = {0};
@@ -89,6 +94,8 @@ static int serve(ink_coordinator_config *cfg)
     ink_tools_ctx tc = {.store = c.store, .cfg = cfg, .kick = kick_coordinator, .kick_arg = &c};
     ink_tools *tools = ink_tools_new(&tc, &err);
     ink_mcp_http *mcp = NULL;
+    if (tools)
+        ink_coordinator_on_progress(&c, poke_tools, tools);
     if (tools && *cfg->mcp_listen)
         mcp = ink_tools_http_start(tools, &err);
     if (!tools || (*cfg->mcp_listen && !mcp)) {
@@ -110,6 +117,7 @@ static int serve(ink_coordinator_config *cfg)
     LOG_INFO("shutting down", "signal", strsignal(sig));
     /* MCP first: no new tool call may start while the rest goes away. */
     ink_mcp_http_stop(mcp);
+    ink_coordinator_on_progress(&c, NULL, NULL);
     ink_tools_free(tools);
     ink_coordinator_stop(&c);
     ink_rpc_shutdown();

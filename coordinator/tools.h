@@ -47,6 +47,9 @@ typedef struct ink_tools ink_tools;
 /* Registers every tool on a new MCP server and starts the threads. */
 ink_tools *ink_tools_new(const ink_tools_ctx *ctx, ink_err *err);
 ink_mcp_server *ink_tools_server(ink_tools *t);
+/* Something may have changed for the deployments waiting (an operation
+ * ended): they look now rather than at their next tick. Any thread. */
+void ink_tools_poke(ink_tools *t);
 
 /* 1: key is a valid API key and *who its caller (stable, owned by t);
  * 0: it is not (malformed, unknown, revoked); -1: database error. */

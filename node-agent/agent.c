@@ -62,6 +62,14 @@ const ink_opt ink_agent_options[] = {
         "file of \"host[:port] username password\" lines for private registries (mode 0600)", 0, 0),
     OPTN("stop_grace", stop_grace_ms, INK_OPT_DURATION, "10s",
          "time a workload gets between SIGTERM and SIGKILL", 0, 600000),
+    OPT(startup_cpu, INK_OPT_INT, "1000",
+        "startup CPU boost: millicores a sandbox may use while it boots, when its app asks for "
+        "less (gVisor boots three times slower at 0.25 CPU); the app's own limit applies once its "
+        "port answers. 0 = off",
+        0, 64000),
+    OPTN("startup_cpu_window", startup_cpu_window_ms, INK_OPT_DURATION, "30s",
+         "longest startup CPU boost (an app that never opens its port gets its own limit after it)",
+         0, 600000),
     OPTN("resync", resync_ms, INK_OPT_DURATION, "10s",
          "a workload's state is checked at least this often", 100, 600000),
     OPT(log_max_size, INK_OPT_SIZE, "10M", "size of a workload log file before it rotates", 4096,
@@ -143,6 +151,8 @@ static int start_supervisor(ink_agent *a, ink_err *err)
         .registry_ca = *cfg->registry_ca ? cfg->registry_ca : NULL,
         .registry_credentials = *cfg->registry_credentials ? cfg->registry_credentials : NULL,
         .stop_grace_ms = cfg->stop_grace_ms,
+        .boot_cpu_millis = (uint32_t)cfg->startup_cpu,
+        .boot_cpu_window_ms = cfg->startup_cpu_window_ms,
         .resync_ms = cfg->resync_ms,
         .log_max_bytes = cfg->log_max_size,
         .log_keep = (int)cfg->log_keep,

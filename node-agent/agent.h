@@ -39,6 +39,8 @@ typedef struct ink_agent_config {
     char *registry_ca;
     char *registry_credentials;
     int64_t stop_grace_ms;
+    int64_t startup_cpu; /* millicores, 0 = off */
+    int64_t startup_cpu_window_ms;
     int64_t resync_ms;
     uint64_t log_max_size;
     int64_t log_keep;

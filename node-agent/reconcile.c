@@ -36,7 +36,9 @@
 #include "util.h"
 #include "supervisor_internal.h"
 
-#define READY_POLL_MS 200
+/* How often a started sandbox's port is tried until it answers: each try
+ * is one connect() on a veth, and the app's first answer waits on it. */
+#define READY_POLL_MS 25
 #define PREPARE_BACKOFF_MIN_MS 1000
 #define PREPARE_BACKOFF_MAX_MS 300000
 
@@ -65,6 +67,10 @@ typedef struct loop {
     bool published;
     bool ready;     /* the app's port answered */
     bool net_fresh; /* prepare just set the network up: start needs not */
+    /* The sandbox's cgroup has the app's CPU limit (not the boot quota of
+     * config.json); false after each start, and for an adopted sandbox. */
+    bool cpu_settled;
+    int64_t started_mono_ms; /* last start by this loop; 0 = adopted */
     ink_backoff prepare_backoff;
     int64_t next_attempt_ms; /* after a failed step; 0 = now */
     int64_t drain_until_ms;  /* removal: when connections in flight stop being waited for */
@@ -355,6 +361,7 @@ static int prepare(loop *l, ink_err *err)
         .rootfs = rootfs,
         .netns_path = l->net.netns_path,
         .cgroup = l->cgroup,
+        .boot_cpu_millis = s->cfg.boot_cpu_millis,
     };
     cleanup_free char *config = NULL;
     rc = ink_bundle_config(&spec, &config, err);
@@ -382,6 +389,30 @@ static void set_ready(loop *l, bool ready)
     l->ready = ready;
     if (l->published && l->s->forwarder)
         ink_forwarder_set_ready(l->s->forwarder, l->w->id, ready);
+}
+
+/* Ends the startup CPU boost: once the app answers, once the boost window
+ * passed, and at once for a sandbox this loop did not start (adopted after
+ * an agent restart: whatever its cgroup says, the app's limit is what
+ * holds). A failed write is tried again on the next pass. */
+static void settle_cpu(loop *l)
+{
+    if (l->cpu_settled)
+        return;
+    int64_t booted_ms = l->started_mono_ms ? ink_mono_ms() - l->started_mono_ms : 0;
+    if (l->started_mono_ms && !l->ready && booted_ms < l->s->cfg.boot_cpu_window_ms)
+        return;
+    uint32_t cpu = ink_bundle_cpu_millis(l->want);
+    ink_err err = {0};
+    if (ink_cgroup_set_cpu_limit(l->cgroup, cpu, &err) < 0) {
+        LOG_WARN("cannot set the app's CPU limit on its sandbox; trying again", "workload",
+                 l->w->id, "error", err.msg);
+        return;
+    }
+    l->cpu_settled = true;
+    if (l->started_mono_ms && l->s->cfg.boot_cpu_millis > cpu)
+        LOG_DEBUG("startup CPU boost ended", "workload", l->w->id, "after_ms", LOG_INT(booted_ms),
+                  "ready", l->ready ? "true" : "false", "cpu_millis", LOG_INT(cpu));
 }
 
 static void stop_waiter(loop *l)
@@ -414,7 +445,8 @@ static int start_sandbox(loop *l, ink_err *err)
     if (open_logs(l, err) < 0)
         return -1;
     /* A stopped sandbox of the same id may still be registered. */
-    if (ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
+    if (ink_runsc_known(&s->runsc, l->w->id) &&
+        ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
         return -1;
     ink_cgroup_remove(l->cgroup);
     /* Every start sets the namespace up again: gVisor's netstack moved
@@ -444,6 +476,8 @@ static int start_sandbox(loop *l, ink_err *err)
     l->sandbox_up = true;
     set_ready(l, false);
     l->exited = false;
+    l->cpu_settled = false;
+    l->started_mono_ms = t0;
     syslog_line(l, "started generation %llu (%s)", (unsigned long long)l->want->generation,
                 l->p.image_digest);
     LOG_INFO("workload started", "workload", l->w->id, "generation", LOG_U64(l->want->generation),
@@ -544,6 +578,12 @@ static void unpublish(loop *l)
  * sandbox's state file and a reader can find it missing for a moment. */
 static int sandbox_state(loop *l, ink_sandbox_state *st, ink_err *err)
 {
+    /* Nothing in runsc's root for this id: no need to run runsc (~35 ms
+     * of a fresh deploy, twice, with the delete before a start). */
+    if (!ink_runsc_known(&l->s->runsc, l->w->id)) {
+        *st = (ink_sandbox_state){0};
+        return 0;
+    }
     for (int attempt = 0;; attempt++) {
         if (ink_runsc_state(&l->s->runsc, l->w->id, st, err) == 0)
             return 0;
@@ -720,6 +760,7 @@ static void converge(loop *l)
             set_ready(l, true); /* before RUNNING is reported */
             syslog_line(l, "ready: port %u answers", a->port);
         }
+        settle_cpu(l);
         if (l->ready)
             set_status(l, INK__V1__WORKLOAD_STATUS__STATE__RUNNING, NULL);
         else

@@ -21,6 +21,7 @@
 #define REGISTER_PATH "/ink.v1.NodeService/Register"
 #define WATCH_PATH "/ink.v1.NodeService/WatchAssignments"
 #define REPORT_PATH "/ink.v1.NodeService/ReportStatus"
+#define REPORT_GATHER_MS 20
 
 /* Sleeps up to ms unless the agent is stopping or woken; returns false when
  * stopping. Called with a->mu held. */
@@ -325,12 +326,14 @@ void *ink_heartbeat_thread(void *arg)
             report_status(a);
         pthread_mutex_lock(&a->mu);
         /* Until the interval is over, or a workload changed state (then a
-         * short pause gathers what changes together). */
+         * short pause gathers changes made together, such as many
+         * workloads starting at once; short, because a deploy waits for
+         * the report that says its replica runs). */
         int64_t end = ink_mono_ms() + interval;
         while (!a->stopping && !a->report_now && ink_mono_ms() < end)
             wait_locked(a, end - ink_mono_ms());
         if (a->report_now && !a->stopping)
-            wait_locked(a, 200);
+            wait_locked(a, REPORT_GATHER_MS);
         if (a->stopping)
             break;
     }

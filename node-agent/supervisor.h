@@ -38,7 +38,12 @@ typedef struct ink_supervisor_config {
     const char *registry_ca; /* extra CA bundle, or NULL */
     /* "host[:port] username password" per line, or NULL; owner-only. */
     const char *registry_credentials;
-    int64_t stop_grace_ms;  /* SIGTERM to SIGKILL */
+    int64_t stop_grace_ms; /* SIGTERM to SIGKILL */
+    /* Startup CPU boost: a sandbox boots with this CPU quota (millicores)
+     * when the app's is lower, until its port answers or boot_cpu_window_ms
+     * passed; 0 = boot within the app's limit. */
+    uint32_t boot_cpu_millis;
+    int64_t boot_cpu_window_ms;
     int64_t resync_ms;      /* a loop looks again at least this often */
     uint64_t log_max_bytes; /* per log file before rotation */
     int log_keep;           /* rotated files kept */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cgroup.h"
 #include "util.h"
 
 /* jansson's own scope cleanup (json_auto_t) */
@@ -271,18 +272,28 @@ uint64_t ink_bundle_host_pids(uint32_t app_limit)
     return 4ULL * app_limit + 256;
 }
 
-static json_t *resources(const Ink__V1__Assignment *a)
+uint32_t ink_bundle_cpu_millis(const Ink__V1__Assignment *a)
+{
+    return a->resources && a->resources->cpu_millis ? a->resources->cpu_millis
+                                                    : INK_DEFAULT_CPU_MILLIS;
+}
+
+static json_t *resources(const Ink__V1__Assignment *a, uint32_t boot_cpu)
 {
     const Ink__V1__Resources *r = a->resources;
     uint64_t mem = r && r->memory_bytes ? r->memory_bytes : INK_DEFAULT_MEMORY_BYTES;
-    uint32_t cpu = r && r->cpu_millis ? r->cpu_millis : INK_DEFAULT_CPU_MILLIS;
+    uint32_t cpu = ink_bundle_cpu_millis(a);
+    /* The boot quota only raises the ceiling; shares (the weight under
+     * contention) stay the app's. */
+    uint32_t quota_cpu = boot_cpu > cpu ? boot_cpu : cpu;
     uint32_t pids = app_pids(a);
-    const int64_t period = 100000; /* 100 ms, the kernel default */
-    return json_pack(
-        "{s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}, s:[{s:b, s:s}]}", "memory", "limit",
-        (json_int_t)mem, "swap", (json_int_t)mem, "cpu", "quota", (json_int_t)(period * cpu / 1000),
-        "period", (json_int_t)period, "shares", (json_int_t)(1024 * cpu / 1000), "pids", "limit",
-        (json_int_t)ink_bundle_host_pids(pids), "devices", "allow", 0, "access", "rwm");
+    const int64_t period = INK_CPU_PERIOD_US;
+    return json_pack("{s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}, s:[{s:b, s:s}]}", "memory",
+                     "limit", (json_int_t)mem, "swap", (json_int_t)mem, "cpu", "quota",
+                     (json_int_t)(period * quota_cpu / 1000), "period", (json_int_t)period,
+                     "shares", (json_int_t)(1024 * cpu / 1000), "pids", "limit",
+                     (json_int_t)ink_bundle_host_pids(pids), "devices", "allow", 0, "access",
+                     "rwm");
 }
 
 static json_t *namespaces(const char *netns_path)
@@ -344,9 +355,10 @@ int ink_bundle_config(const ink_bundle_spec *spec, char **out, ink_err *err)
                   (int)uid, "gid", (int)gid, "args", args, "env", env, "cwd",
                   img->working_dir && *img->working_dir ? img->working_dir : "/", "capabilities",
                   capabilities, "noNewPrivileges", 1, "rlimits", rlimits);
-    json_t *linux_ = json_pack("{s:o, s:o, s:o, s:o, s:[]}", "resources", resources(a),
-                               "namespaces", namespaces(spec->netns_path), "maskedPaths",
-                               masked_paths, "readonlyPaths", readonly_paths, "devices");
+    json_t *linux_ =
+        json_pack("{s:o, s:o, s:o, s:o, s:[]}", "resources", resources(a, spec->boot_cpu_millis),
+                  "namespaces", namespaces(spec->netns_path), "maskedPaths", masked_paths,
+                  "readonlyPaths", readonly_paths, "devices");
     if (spec->cgroup)
         json_object_set_new(linux_, "cgroupsPath", json_string(spec->cgroup));
     json_t *annotations =

@@ -10,7 +10,11 @@
  *     ambient; noNewPrivileges;
  *   - a read-only root filesystem with tmpfs on /tmp, /run and /var/tmp;
  *   - masked and read-only /proc and /sys paths, no host devices;
- *   - limits: memory, CPU quota (and shares), processes.
+ *   - limits: memory, CPU quota (and shares), processes. The CPU quota in
+ *     config.json may be a boot quota above the app's own (a startup CPU
+ *     boost: gVisor's boot is CPU-bound, and a 0.25-CPU quota makes it
+ *     three times slower); the agent lowers it to the app's limit once the
+ *     app answers (ink_cgroup_set_cpu_limit).
  * gVisor adds its own kernel in between; these are the second wall.
  *
  * The process limit is the sandbox's pids cgroup, on the host. It counts
@@ -38,10 +42,14 @@
 typedef struct ink_bundle_spec {
     const Ink__V1__Assignment *assignment;
     const ink_image_config *image;
-    const char *rootfs;     /* absolute path of the unpacked image */
-    const char *netns_path; /* network namespace to join, or NULL for a new one */
-    const char *cgroup;     /* host cgroup (cgroupsPath), or NULL for runsc's default */
+    const char *rootfs;       /* absolute path of the unpacked image */
+    const char *netns_path;   /* network namespace to join, or NULL for a new one */
+    const char *cgroup;       /* host cgroup (cgroupsPath), or NULL for runsc's default */
+    uint32_t boot_cpu_millis; /* CPU quota while booting, when above the app's; 0 = none */
 } ink_bundle_spec;
+
+/* The app's CPU limit in millicores (the default when it sets none). */
+uint32_t ink_bundle_cpu_millis(const Ink__V1__Assignment *a);
 
 /* The host pids cgroup limit for a sandbox whose app may run app_pids
  * processes. */

@@ -1,6 +1,8 @@
 #include "cgroup.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,34 @@ void ink_cgroup_read_stats(const char *path, ink_cgroup_stats *st)
     st->memory_bytes = usage > inactive ? usage - inactive : usage;
     cleanup_free char *pids = ink_xasprintf("%s%s/pids.current", CGROUP_ROOT, path);
     st->pids = (uint32_t)read_number(pids);
+}
+
+static int write_value(const char *file, const char *value, ink_err *err)
+{
+    int fd = open(file, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ink_err_set(err, errno, "opening %s", file);
+    size_t len = strlen(value);
+    ssize_t w = write(fd, value, len);
+    int saved = errno;
+    close(fd);
+    if (w != (ssize_t)len)
+        return ink_err_set(err, w < 0 ? saved : 0, "writing '%s' to %s", value, file);
+    return 0;
+}
+
+int ink_cgroup_set_cpu_limit(const char *path, uint32_t millis, ink_err *err)
+{
+    long long quota = (long long)INK_CPU_PERIOD_US * millis / 1000;
+    char value[64];
+    cleanup_free char *v1 = ink_xasprintf("%s/cpu%s/cpu.cfs_quota_us", CGROUP_ROOT, path);
+    if (access(v1, W_OK) == 0) {
+        snprintf(value, sizeof value, "%lld", quota);
+        return write_value(v1, value, err);
+    }
+    cleanup_free char *v2 = ink_xasprintf("%s%s/cpu.max", CGROUP_ROOT, path);
+    snprintf(value, sizeof value, "%lld %d", quota, INK_CPU_PERIOD_US);
+    return write_value(v2, value, err);
 }
 
 void ink_cgroup_remove(const char *path)

@@ -7,7 +7,10 @@
 
 #include <stdint.h>
 
+#include "err.h"
+
 #define INK_CGROUP_PARENT "/ink"
+#define INK_CPU_PERIOD_US 100000 /* CFS period of every sandbox: 100 ms, the kernel default */
 
 /* "/ink/<id>"; caller frees. */
 char *ink_cgroup_path(const char *workload_id);
@@ -25,6 +28,10 @@ typedef struct ink_cgroup_stats {
 
 /* Zeroes what cannot be read. */
 void ink_cgroup_read_stats(const char *path, ink_cgroup_stats *st);
+
+/* Sets the CFS quota of the cgroup to millis/1000 CPUs per
+ * INK_CPU_PERIOD_US (cpu.cfs_quota_us on v1, cpu.max on v2). */
+int ink_cgroup_set_cpu_limit(const char *path, uint32_t millis, ink_err *err);
 
 /* Removes the (empty) cgroup from every hierarchy; missing is fine. */
 void ink_cgroup_remove(const char *path);

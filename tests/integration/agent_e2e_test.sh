@@ -118,9 +118,16 @@ ok "deployed: HTTP 200 through published port 18080 and at $WEB_ADDR ($((SECONDS
 
 CG=/sys/fs/cgroup/memory/ink/$WEB
 [ "$(cat "$CG/memory.limit_in_bytes")" = $((128 << 20)) ] || fail "memory limit not applied"
-[ "$(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us)" = 50000 ] || fail "CPU quota"
+[ "$(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us)" = 50000 ] ||
+	fail "CPU quota $(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us), want 50000 (0.5 CPU)"
 [ "$(cat /sys/fs/cgroup/pids/ink/"$WEB"/pids.max)" = $((4 * 64 + 256)) ] || fail "pids limit"
-ok "cgroup limits: memory 128M, CPU 0.5, pids"
+# Startup CPU boost: the sandbox booted with 1 CPU (config.json), lowered to
+# the app's 0.5 once its port answered.
+boot_quota=$(jq '.linux.resources.cpu.quota' "$T/agent/workloads/$WEB/bundle/config.json")
+[ "$boot_quota" = 100000 ] || fail "boot CPU quota in config.json is $boot_quota, want 100000"
+grep 'msg="startup CPU boost ended"' "$T/agent.log" | grep " workload=$WEB " | grep -q ' ready=true' ||
+	fail "no 'startup CPU boost ended ... ready=true' line for $WEB in the agent log"
+ok "cgroup limits: memory 128M, CPU 0.5 (booted with 1 CPU), pids"
 
 # --- env and secret env -------------------------------------------------------
 ENVW="$P-web-env" # the web's id is a prefix of it: runsc must still tell them apart

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "bundle.h"
+#include "cgroup.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -260,12 +261,58 @@ static void test_errors(void **state)
     assert_int_equal(ink_bundle_config(&spec, &text, &err), -1);
 }
 
+/* Startup CPU boost: the boot quota only raises the ceiling; shares stay
+ * the app's, and an app asking for more than the boot quota keeps its own. */
+static json_t *cpu_of(fixture *f, uint32_t app_millis, uint32_t boot_millis)
+{
+    Ink__V1__Assignment a = INK__V1__ASSIGNMENT__INIT;
+    Ink__V1__Resources r = INK__V1__RESOURCES__INIT;
+    a.workload_id = "w";
+    r.cpu_millis = app_millis;
+    a.resources = &r;
+    ink_image_config img = image();
+    ink_bundle_spec spec = {
+        .assignment = &a, .image = &img, .rootfs = f->rootfs, .boot_cpu_millis = boot_millis};
+    char *text = NULL;
+    ink_err err = {0};
+    if (ink_bundle_config(&spec, &text, &err) < 0)
+        fail_msg("%s", err.msg);
+    json_t *cfg = json_loads(text, 0, NULL);
+    free(text);
+    json_t *cpu = json_deep_copy(
+        json_object_get(json_object_get(json_object_get(cfg, "linux"), "resources"), "cpu"));
+    json_decref(cfg);
+    return cpu;
+}
+
+static void test_boot_cpu(void **state)
+{
+    fixture *f = *state;
+    struct {
+        uint32_t app, boot;
+        json_int_t quota, shares;
+    } cases[] = {
+        {250, 1000, 100000, 256},   /* boosted to 1 CPU, weight of 0.25 */
+        {250, 0, 25000, 256},       /* boost off */
+        {2000, 1000, 200000, 2048}, /* asks for more than the boost */
+        {1000, 1000, 100000, 1024},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *cpu = cpu_of(f, cases[i].app, cases[i].boot);
+        assert_int_equal(json_integer_value(json_object_get(cpu, "quota")), cases[i].quota);
+        assert_int_equal(json_integer_value(json_object_get(cpu, "shares")), cases[i].shares);
+        assert_int_equal(json_integer_value(json_object_get(cpu, "period")), INK_CPU_PERIOD_US);
+        json_decref(cpu);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_image_defaults, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_app_overrides, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_boot_cpu, setup, test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
