@@ -29,7 +29,7 @@ node_timeout = 2s
 CONF
 C=("$COORD" --config "$T/coordinator.conf")
 start_coordinator() {
-	"${C[@]}" --listen="127.0.0.1:${1:-0}" serve >>"$T/coordinator.log" 2>&1 &
+	"${C[@]}" --listen="127.0.0.1:${1:-0}" --mcp-listen=127.0.0.1:0 serve >>"$T/coordinator.log" 2>&1 &
 	COORD_PID=$!
 	PIDS+=("$COORD_PID")
 }

@@ -184,6 +184,9 @@ describe('ink-coordinator speaks gRPC to @grpc/grpc-js', () => {
       COORDINATOR,
       [
         `--listen=${addr}`,
+        // MCP on a free port: the default one may belong to a coordinator
+        // already running on this machine.
+        '--mcp-listen=127.0.0.1:0',
         `--database=${path.join(dir, 'ink.db')}`,
         `--pki-dir=${pki}`,
         `--tls-ca=${path.join(pki, 'ca.crt')}`,
