@@ -14,6 +14,7 @@
 #include "apps_internal.h"
 #include "coordinator.h"
 #include "db.h"
+#include "egress.h"
 #include "log.h"
 #include "util.h"
 
@@ -92,6 +93,143 @@ static bool image_ok(const char *s)
     return true;
 }
 
+/* ------------------------------------------------------------- egress
+ *
+ * A spec holds "egress" and "egress_allow" only when they differ from the
+ * defaults (policy "default", no entries): specs written before apps had
+ * egress settings then equal the same spec with the defaults spelled out,
+ * so neither an idempotent create nor an update that names the default
+ * makes a new generation of such an app. */
+
+const char *ink_app_egress(const json_t *spec)
+{
+    const char *e = json_string_value(json_object_get(spec, "egress"));
+    return e ? e : INK_EGRESS_DEFAULT;
+}
+
+/* The shipped policies that have no "allow allowlist" rule. Entries with
+ * them would be silently ignored while the client believes they do
+ * something, so they are refused. Other names may be a security team's
+ * own policy, which may use the entries: those are accepted. */
+static bool policy_ignores_allowlist(const char *policy)
+{
+    return strcmp(policy, "default") == 0 || strcmp(policy, "deny-all") == 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* egress_allow as the spec keeps it: each entry in its canonical form
+ * (common/egress.h), sorted, without duplicates, so that the same
+ * destinations written differently or in another order are no change. */
+static int canonical_allow(const json_t *v, json_t **out, ink_err *err)
+{
+    *out = NULL;
+    if (!json_is_array(v))
+        return fail(err, INK_APPS_EINVAL,
+                    "egress_allow must be an array of strings such as \"api.example.com:443\"");
+    size_t n = json_array_size(v);
+    if (n > INK_EGRESS_ALLOW_MAX)
+        return fail(err, INK_APPS_EINVAL, "egress_allow has %zu entries; at most %d are allowed", n,
+                    INK_EGRESS_ALLOW_MAX);
+    char(*texts)[INK_EGRESS_ALLOW_TEXT_MAX] = ink_xcalloc(n ? n : 1, sizeof *texts);
+    const char **sorted = ink_xcalloc(n ? n : 1, sizeof *sorted);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const json_t *e = json_array_get(v, i);
+        if (!json_is_string(e) || strlen(json_string_value(e)) != json_string_length(e)) {
+            rc = fail(err, INK_APPS_EINVAL,
+                      "egress_allow[%zu] must be a string TARGET[:PORTS], e.g. "
+                      "\"api.example.com:443\"",
+                      i);
+            break;
+        }
+        ink_egress_allow a;
+        ink_err perr = {0};
+        if (ink_egress_allow_parse(json_string_value(e), &a, &perr) < 0) {
+            rc = fail(err, INK_APPS_EINVAL, "%s", perr.msg);
+            break;
+        }
+        ink_egress_allow_format(&a, texts[i], sizeof texts[i]);
+        sorted[i] = texts[i];
+    }
+    if (rc == 0) {
+        qsort(sorted, n, sizeof *sorted, cmp_names);
+        *out = json_array();
+        for (size_t i = 0; i < n; i++) {
+            if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
+                json_array_append_new(*out, json_string(sorted[i]));
+        }
+    }
+    free(sorted);
+    free(texts);
+    return rc;
+}
+
+/* Entries for events: "[198.51.100.0/24 api.example.com:443]", or "" for
+ * none; cut short when they do not fit. */
+static void allow_text(const json_t *allow, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    size_t used = 0, i;
+    const json_t *e;
+    json_array_foreach(allow, i, e)
+    {
+        used += (size_t)snprintf(out + used, used < outlen ? outlen - used : 0, "%s%s",
+                                 i ? " " : "[", json_string_value(e));
+    }
+    if (used)
+        snprintf(out + used, used < outlen ? outlen - used : 0, "]");
+}
+
+/* Applies the request's egress and egress_allow over spec. */
+static int merge_egress(json_t *spec, const json_t *args, ink_err *err)
+{
+    const json_t *v;
+    if ((v = json_object_get(args, "egress"))) {
+        const char *name = json_string_value(v);
+        if (!name || !ink_egress_valid_policy_name(name))
+            return fail(err, INK_APPS_EINVAL,
+                        "egress '%s' is not a policy name: 1-%d of a-z, 0-9 and '-', not "
+                        "starting with '-' (Ink ships 'default', 'deny-all' and 'allowlist')",
+                        name ? name : "", INK_EGRESS_POLICY_NAME_MAX);
+        if (strcmp(name, INK_EGRESS_DEFAULT) == 0)
+            json_object_del(spec, "egress");
+        else
+            json_object_set_new(spec, "egress", json_string(name));
+        /* Moving to a policy that ignores entries drops the old ones, as
+         * the client cannot mean to keep what would be refused. */
+        if (!json_object_get(args, "egress_allow") && policy_ignores_allowlist(name))
+            json_object_del(spec, "egress_allow");
+    }
+    if ((v = json_object_get(args, "egress_allow"))) {
+        json_t *entries;
+        if (canonical_allow(v, &entries, err) < 0)
+            return -1;
+        if (json_array_size(entries))
+            json_object_set_new(spec, "egress_allow", entries);
+        else {
+            json_decref(entries);
+            json_object_del(spec, "egress_allow");
+        }
+    }
+    const char *policy = ink_app_egress(spec);
+    size_t n = json_array_size(json_object_get(spec, "egress_allow"));
+    if (strcmp(policy, "allowlist") == 0 && n == 0)
+        return fail(err, INK_APPS_EINVAL,
+                    "egress 'allowlist' needs egress_allow: the destinations the app may reach, "
+                    "as TARGET[:PORTS] (e.g. [\"api.example.com:443\", \"198.51.100.0/24\"])");
+    if (n && policy_ignores_allowlist(policy))
+        return fail(err, INK_APPS_EINVAL,
+                    "egress_allow only applies with egress 'allowlist' (or a policy of your "
+                    "security team's that uses it), and this app's egress is '%s', which ignores "
+                    "it: pass egress 'allowlist' as well, or leave egress_allow out",
+                    policy);
+    return 0;
+}
+
 /* Applies the request's fields over spec (a complete spec, or {} for a
  * new app), checking each. */
 static int merge_spec(json_t *spec, const json_t *args, bool creating, ink_err *err)
@@ -140,6 +278,8 @@ static int merge_spec(json_t *spec, const json_t *args, bool creating, ink_err *
             return fail(err, INK_APPS_EINVAL, "min_replicas must be 0 to %d", INK_APP_MAX_REPLICAS);
         json_object_set_new(spec, "min_replicas", json_integer(r));
     }
+    if (merge_egress(spec, args, err) < 0)
+        return -1;
     if (creating) {
         if (!json_object_get(spec, "image") || !json_object_get(spec, "port"))
             return fail(err, INK_APPS_EINVAL, "image and port are required");
@@ -170,11 +310,6 @@ static int merge_spec(json_t *spec, const json_t *args, bool creating, ink_err *
                     json_integer_value(json_object_get(spec, "min_replicas")),
                     json_integer_value(json_object_get(spec, "replicas")));
     return 0;
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* The secret names with fingerprints, sorted by name: what views show (and
@@ -727,16 +862,20 @@ int ink_apps_create(ink_store *s, const ink_caller *who, const json_t *args, int
                 rc = write_app(db, &a, true, err);
             char opid[40];
             json_int_t replicas = json_integer_value(json_object_get(spec, "replicas"));
+            char allow_list[300];
+            allow_text(json_object_get(spec, "egress_allow"), allow_list, sizeof allow_list);
             if (rc == 0)
                 rc = new_operation(db, who, &a, "create_app", idem, hash, "placing replicas",
                                    now_ms, opid, err);
             if (rc == 0)
                 rc = ink_apps_event(db, a.id, now_ms,
                                     "created: image %s, port %" JSON_INTEGER_FORMAT
-                                    ", %" JSON_INTEGER_FORMAT " replica%s, published port %u",
+                                    ", %" JSON_INTEGER_FORMAT
+                                    " replica%s, published port %u, egress %s%s%s",
                                     json_string_value(json_object_get(spec, "image")),
                                     json_integer_value(json_object_get(spec, "port")), replicas,
-                                    replicas == 1 ? "" : "s", a.published_port) < 0
+                                    replicas == 1 ? "" : "s", a.published_port,
+                                    ink_app_egress(spec), *allow_list ? " " : "", allow_list) < 0
                          ? ink_db_err(db, err, "app event")
                          : 0;
             if (rc == 0)
@@ -745,6 +884,13 @@ int ink_apps_create(ink_store *s, const ink_caller *who, const json_t *args, int
     }
     ink_app_row_clear(&a);
     return end_request(s, db, rc, op, err);
+}
+
+/* Two spec values are the same, absent ones too (json_equal says two
+ * NULLs differ, and the egress keys are absent for the defaults). */
+static bool same_value(const json_t *a, const json_t *b)
+{
+    return a == b || json_equal((json_t *)a, (json_t *)b);
 }
 
 /* What differs between two specs, for the event log ("image a -> b"). */
@@ -768,18 +914,30 @@ static void describe_change(const json_t *old, const json_t *new, bool secrets_c
         used += (size_t)snprintf(out + used, used < outlen ? outlen - used : 0, "%senv changed",
                                  used ? ", " : "");
     if (secrets_changed)
-        snprintf(out + used, used < outlen ? outlen - used : 0, "%ssecret_env changed",
-                 used ? ", " : "");
+        used += (size_t)snprintf(out + used, used < outlen ? outlen - used : 0,
+                                 "%ssecret_env changed", used ? ", " : "");
+    if (strcmp(ink_app_egress(old), ink_app_egress(new)) != 0)
+        used += (size_t)snprintf(out + used, used < outlen ? outlen - used : 0, "%segress %s -> %s",
+                                 used ? ", " : "", ink_app_egress(old), ink_app_egress(new));
+    /* The entries themselves: what an app may reach is what a security
+     * review of its events wants to see. */
+    const json_t *allow = json_object_get(new, "egress_allow");
+    if (!same_value(json_object_get(old, "egress_allow"), allow)) {
+        char list[300];
+        allow_text(allow, list, sizeof list);
+        snprintf(out + used, used < outlen ? outlen - used : 0, "%segress_allow %s%s",
+                 used ? ", " : "", json_array_size(allow) ? "now " : "removed", list);
+    }
 }
 
 /* Everything but the replica counts: a change to these needs new
  * sandboxes, a change of replicas only adds or removes some. */
 static bool needs_rollout(const json_t *old, const json_t *new)
 {
-    static const char *const fields[] = {"image",      "port",      "env",
-                                         "cpu_millis", "memory_mb", "min_replicas"};
+    static const char *const fields[] = {"image",     "port",   "env",          "cpu_millis",
+                                         "memory_mb", "egress", "egress_allow", "min_replicas"};
     for (size_t i = 0; i < INK_ARRAY_LEN(fields); i++) {
-        if (!json_equal(json_object_get(old, fields[i]), json_object_get(new, fields[i])))
+        if (!same_value(json_object_get(old, fields[i]), json_object_get(new, fields[i])))
             return true;
     }
     return false;
@@ -1155,11 +1313,24 @@ static json_t *app_view(sqlite3 *db, const ink_app_row *a, bool details, int64_t
         status, "url", *url ? json_string(url) : json_null(), "image",
         json_object_get(a->spec, "image"), "replicas", json_object_get(a->spec, "replicas"),
         "ready_replicas", (json_int_t)ready, "updated_at", updated);
+    json_t *allow = json_object_get(a->spec, "egress_allow");
+    json_object_set_new(v, "egress", json_string(ink_app_egress(a->spec)));
+    json_object_set_new(v, "egress_allow", allow ? json_deep_copy(allow) : json_array());
     if (details) {
         char created[32];
         ink_format_utc(a->created_ms, true, created, sizeof created);
         const char *digest = NULL;
         json_t *reps = json_array();
+        cleanup_stmt sqlite3_stmt *blocked = NULL;
+        if (ink_db_prepare(db,
+                           "SELECT category, total FROM egress_blocked WHERE node_id = ? AND"
+                           " workload_id = ? AND total > 0 ORDER BY category",
+                           &blocked, err) < 0) {
+            free(r);
+            json_decref(reps);
+            json_decref(v);
+            return NULL;
+        }
         for (size_t i = 0; i < n; i++) {
             char since[32], rurl[300];
             ink_format_utc(r[i].since_ms, true, since, sizeof since);
@@ -1176,6 +1347,15 @@ static json_t *app_view(sqlite3 *db, const ink_app_row *a, bool details, int64_t
                           "image_digest", r[i].digest[0] ? json_string(r[i].digest) : json_null(),
                           "url", serving ? json_string(rurl) : json_null(), "since",
                           r[i].since_ms ? json_string(since) : json_null()));
+            json_t *counts = json_object();
+            sqlite3_reset(blocked);
+            sqlite3_bind_text(blocked, 1, r[i].node, -1, SQLITE_STATIC);
+            sqlite3_bind_text(blocked, 2, r[i].id, -1, SQLITE_STATIC);
+            while (sqlite3_step(blocked) == SQLITE_ROW)
+                json_object_set_new(counts, (const char *)sqlite3_column_text(blocked, 0),
+                                    json_integer(sqlite3_column_int64(blocked, 1)));
+            json_object_set_new(json_array_get(reps, json_array_size(reps) - 1), "egress_blocked",
+                                counts);
         }
         json_t *events = json_array();
         cleanup_stmt sqlite3_stmt *st = NULL;

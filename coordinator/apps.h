@@ -52,11 +52,19 @@ enum { INK_APPS_EINVAL = -2, INK_APPS_ENOTFOUND = -3, INK_APPS_ECONFLICT = -4 };
  *
  * args are the tools' validated arguments (see the schemas in tools.c):
  *   create_app {name, image, port, env?, secret_env?, cpu?, memory_mb?,
- *               replicas?, min_replicas?, project?, idempotency_key?}
+ *               replicas?, min_replicas?, egress?, egress_allow?, project?,
+ *               idempotency_key?}
  *   update_app {name, image?, port?, env?, secret_env?, cpu?, memory_mb?,
- *               replicas?, min_replicas?, idempotency_key?}
+ *               replicas?, min_replicas?, egress?, egress_allow?,
+ *               idempotency_key?}
  * cpu is in cores (0.25 = a quarter of a CPU). who->project is the app's
  * project; tools.c checks an explicit "project" argument against it.
+ * egress is a policy name (common/egress.h; default "default"),
+ * egress_allow its TARGET[:PORTS] entries, kept in canonical form:
+ * required with "allowlist", refused with "default" and "deny-all" (which
+ * ignore them), accepted with other (site-installed) policies. An update
+ * to "default" or "deny-all" without egress_allow drops the entries. A
+ * change of either is a new generation, rolled out like an image change.
  *
  * Each returns 0 and *op, an operation view (below), for a new operation,
  * 1 and *op for an existing one (idempotent retry: same key and arguments;
@@ -88,11 +96,11 @@ int ink_apps_restart(ink_store *s, const ink_caller *who, const char *name, int6
  * app (get_app_details): {app, project, status, status_reason, url (null
  *   until a replica serves), image, image_digest (null until pulled), port,
  *   env {NAME: value}, secret_env [{name, fingerprint}], cpu, memory_mb,
- *   replicas, min_replicas, ready_replicas, generation, created_at,
- *   updated_at, operation_id (latest; null when none),
- *   replica_status [{id, node, generation, state, reason, restarts,
- *     image_digest, url, since}], events [{time, message}] (newest last,
- *   at most 20)}
+ *   replicas, min_replicas, ready_replicas, egress, egress_allow [entry],
+ *   generation, created_at, updated_at, operation_id (latest; null when
+ *   none), replica_status [{id, node, generation, state, reason, restarts,
+ *     image_digest, url, since, egress_blocked {category: packets}}],
+ *   events [{time, message}] (newest last, at most 20)}
  * status: "deploying" (an operation runs), "running" (every replica of the
  *   current generation serves), "degraded" (some do), "failed" (the latest
  *   operation failed and nothing of the current generation serves),
@@ -102,7 +110,7 @@ int ink_apps_restart(ink_store *s, const ink_caller *who, const char *name, int6
  *   silent), "scheduling" (not placed yet: no node fits; reason says why).
  *
  * list_apps item: {app, project, status, url, image, replicas,
- *   ready_replicas, updated_at}; the list: {apps: [...], next_cursor
+ *   ready_replicas, egress, egress_allow, updated_at}; the list: {apps: [...], next_cursor
  *   (string or null)}, ordered by name. */
 int ink_apps_get(ink_store *s, const char *project, const char *name, json_t **app, ink_err *err);
 int ink_apps_list(ink_store *s, const char *project, const char *cursor, size_t limit,
@@ -122,6 +130,26 @@ typedef struct ink_replica_ref {
 } ink_replica_ref;
 int ink_apps_replicas(ink_store *s, const char *project, const char *name, ink_replica_ref **refs,
                       size_t *n, ink_err *err);
+
+/* ------------------------------------------------------ egress counters
+ *
+ * What a node's egress policy dropped, from its status report
+ * (WorkloadStatus.egress_blocked: packets per category since the
+ * workload's network was set up on the node; a category the report leaves
+ * out counts 0). Keeps per replica the total of every increase (a count
+ * lower than the last one means the counter restarted: all of it is new)
+ * and tells the app in its events, "replica web-1a2b3c4d on node n1:
+ * egress blocked 3 packets (metadata)", at most once a minute per replica
+ * and category: increases in between are added up into the next event,
+ * so a workload hammering a blocked address cannot flood the event list.
+ * A workload the report no longer lists is forgotten, with a last event
+ * for what was not told yet. Call it for reports the store accepted
+ * (ink_store_report_status returned 0). 0 or -1; on -1 nothing changed,
+ * and the next report carries the same increases again. */
+int ink_apps_note_egress(ink_store *s, const Ink__V1__ReportStatusRequest *report, int64_t now_ms,
+                         ink_err *err);
+/* The shortest time between two events about one replica and category. */
+#define INK_EGRESS_EVENT_INTERVAL_MS (60 * 1000)
 
 /* --------------------------------------------------------------- resources
  *

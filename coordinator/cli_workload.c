@@ -6,7 +6,6 @@
  *
  * Parsing and validation come first and never touch the database, so a
  * usage error (exit 2) leaves no trace; database failures exit 1. */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -15,13 +14,14 @@
 #include <string.h>
 
 #include "coordinator.h"
+#include "egress.h"
 #include "util.h"
 
 #define PUT_USAGE                                                                                  \
     "usage: ink-coordinator workload put NODE ID --image REF [--port N] [--publish N]\n"           \
     "         [--env K=V]... [--secret-env K=V]... [--memory SIZE] [--cpu CPUS]\n"                 \
     "         [--pids N] [--app NAME] [--project NAME] [--min-replicas N]\n"                       \
-    "         [--idle-timeout DURATION] [--egress POLICY] [--egress-allow CIDR|HOST]...\n"         \
+    "         [--idle-timeout DURATION] [--egress POLICY] [--egress-allow TARGET[:PORTS]]...\n"    \
     "         [--args] [-- COMMAND [ARGS...]]\n"
 #define RM_USAGE "usage: ink-coordinator workload rm NODE ID\n"
 #define LS_USAGE "usage: ink-coordinator workload ls [NODE] [--json]\n"
@@ -104,45 +104,6 @@ static int parse_cpu(const char *s, uint64_t *millis)
     return 0;
 }
 
-/* An address or network (10.0.0.0/8, 2001:db8::/32, 192.0.2.1) or a DNS
- * name (api.example.com). */
-static bool valid_egress_target(const char *s)
-{
-    char addr[64];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    if (alen > 0 && alen < sizeof addr) {
-        memcpy(addr, s, alen);
-        addr[alen] = '\0';
-        unsigned char buf[16];
-        int family = strchr(addr, ':') ? AF_INET6 : AF_INET;
-        if (inet_pton(family, addr, buf) == 1) {
-            uint64_t prefix;
-            return !slash || parse_uint(slash + 1, 0, family == AF_INET6 ? 128 : 32, &prefix) == 0;
-        }
-    }
-    if (slash || strspn(s, "0123456789.") == strlen(s))
-        return false; /* a network that did not parse, or a broken IPv4 address */
-    size_t len = strlen(s);
-    if (len == 0 || len > 253)
-        return false;
-    size_t label = 0;
-    for (size_t i = 0; i <= len; i++) {
-        char c = s[i];
-        if (c == '.' || c == '\0') {
-            if (label == 0 || s[i - 1] == '-')
-                return false;
-            label = 0;
-        } else if (isalnum((unsigned char)c) || (c == '-' && label > 0)) {
-            if (++label > 63)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* --------------------------------------------------------------------- put */
 
 typedef struct put_request {
@@ -166,6 +127,8 @@ static void put_request_free(put_request *p)
     /* The other strings point into argv. */
     free(p->a.command);
     free(p->a.args);
+    for (size_t i = 0; i < p->a.n_egress_allow; i++)
+        free(p->a.egress_allow[i]); /* canonical forms, made here */
     free(p->a.egress_allow);
 }
 
@@ -335,6 +298,13 @@ static int apply_flag(put_request *p, enum put_flag f, char *v, FILE *errf)
                     name, v);
             return -1;
         }
+        if (f == F_EGRESS && !ink_egress_valid_policy_name(v)) {
+            fprintf(errf,
+                    "ink-coordinator workload put: --egress '%s' is not a policy name "
+                    "([a-z0-9-], at most %d characters, not starting with '-')\n",
+                    v, INK_EGRESS_POLICY_NAME_MAX);
+            return -1;
+        }
         if (f == F_APP)
             p->a.app = v;
         else if (f == F_PROJECT)
@@ -342,16 +312,19 @@ static int apply_flag(put_request *p, enum put_flag f, char *v, FILE *errf)
         else
             p->a.egress = v;
         return 0;
-    case F_EGRESS_ALLOW:
-        if (!valid_egress_target(v)) {
-            fprintf(errf,
-                    "ink-coordinator workload put: --egress-allow '%s' is neither an address "
-                    "or network (10.0.0.0/8, 2001:db8::/32) nor a host name\n",
-                    v);
+    case F_EGRESS_ALLOW: {
+        /* The agent's own parser: what is accepted here is enforced there. */
+        ink_egress_allow entry;
+        ink_err perr = {0};
+        if (ink_egress_allow_parse(v, &entry, &perr) < 0) {
+            fprintf(errf, "ink-coordinator workload put: --egress-allow: %s\n", perr.msg);
             return -1;
         }
-        PUSH(p->a.egress_allow, p->a.n_egress_allow, v);
+        char text[INK_EGRESS_ALLOW_TEXT_MAX];
+        ink_egress_allow_format(&entry, text, sizeof text);
+        PUSH(p->a.egress_allow, p->a.n_egress_allow, ink_xstrdup(text));
         return 0;
+    }
     case F_ARGS:
         p->to_args = true;
         return 0;

@@ -183,6 +183,7 @@ static void free_assignment(Ink__V1__Assignment *a)
         free(a->secret_env[i]);
     }
     free(a->secret_env);
+    free(a->egress_allow); /* the strings belong to the app's spec */
 }
 
 static Ink__V1__EnvVar *env_var(const char *name, const char *value)
@@ -222,6 +223,13 @@ static int add_replica(ink_store *s, sqlite3 *db, const ink_app_row *app, int64_
     a.generation = 1;
     a.min_replicas = (uint32_t)json_integer_value(json_object_get(spec, "min_replicas"));
     a.published_port = app->published_port;
+    /* Named even when it is the default, so that what a node enforces is
+     * spelled out in every assignment. */
+    a.egress = (char *)ink_app_egress(spec);
+    const json_t *allow = json_object_get(spec, "egress_allow");
+    a.egress_allow = ink_xcalloc(json_array_size(allow) + 1, sizeof *a.egress_allow);
+    for (size_t i = 0; i < json_array_size(allow); i++)
+        a.egress_allow[a.n_egress_allow++] = (char *)json_string_value(json_array_get(allow, i));
     const json_t *env = json_object_get(spec, "env");
     a.env = ink_xcalloc(json_object_size(env) + 1, sizeof *a.env);
     const char *k;

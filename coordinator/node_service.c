@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apps.h"
 #include "coordinator.h"
 #include "log.h"
 #include "pki.h"
@@ -94,6 +95,10 @@ static void handle_report_status(ink_rpc_call *call, const ProtobufCMessage *msg
                        req->instance_id);
         return;
     }
+    /* The status is recorded either way: counters that could not be
+     * written are not lost, as the next report carries them again. */
+    if (ink_apps_note_egress(c->store, req, ink_now_ms(), &err) < 0)
+        LOG_ERROR("recording egress counters failed", "node", req->node_id, "error", err.msg);
     Ink__V1__ReportStatusResponse resp = INK__V1__REPORT_STATUS_RESPONSE__INIT;
     resp.heartbeat_interval_ms = (uint32_t)c->cfg->heartbeat_interval_ms;
     ink_rpc_reply(call, &resp.base);

@@ -122,6 +122,20 @@ static const char *migrations[] = {
      * adding plain hashes of secrets to it again. REPLACE: whatever a
      * version 3 file says, the digests in it are plain. */
     "INSERT OR REPLACE INTO meta (key, value) VALUES ('secret_digests', 'unkeyed');",
+    /* 5: packets the nodes' egress policies dropped, per workload and
+     * category (egress_report.c, ink_apps_note_egress). reported is the
+     * node's own counter in its last report, which restarts with the
+     * workload's network; total adds up what every report added, across
+     * restarts. untold is the part of total no app event has mentioned
+     * yet and told_ms when the last event was written: events about one
+     * replica and category are at least a minute apart. app_id is kept
+     * from when the row was made, since the replica row goes before the
+     * node stops reporting the workload. */
+    "CREATE TABLE egress_blocked ("
+    "  node_id TEXT NOT NULL, workload_id TEXT NOT NULL, category TEXT NOT NULL,"
+    "  app_id TEXT, reported INTEGER NOT NULL, total INTEGER NOT NULL,"
+    "  untold INTEGER NOT NULL, told_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (node_id, workload_id, category));",
 };
 
 enum { LOG_UPSERT = 1, LOG_DELETE = 2 };

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "egress.h"
 #include "ink/v1/ink.pb-c.h"
 #include "ink_version.h"
 #include "keys.h"
@@ -284,25 +285,45 @@ static void job_free(job *j)
     free(j);
 }
 
+static void audit_append(ink_tools *t, const tool_def *def, const ink_caller *who,
+                         const json_t *args, int64_t time_ms, const char *result)
+{
+    json_t *redacted = ink_audit_redact(t->ctx.store, args, NULL);
+    ink_audit_entry e = {
+        .time_ms = time_ms,
+        .key_id = who ? who->key_id : "unknown",
+        .project = who ? who->project : NULL,
+        .tool = def->name,
+        .arguments = redacted,
+        .result = result,
+    };
+    ink_err err = {0};
+    if (ink_audit_append(t->ctx.store, &e, &err) < 0)
+        LOG_ERROR("mcp: cannot write the audit log", "tool", def->name, "key_id", e.key_id, "error",
+                  err.msg);
+    json_decref(redacted);
+}
+
 static void job_audit(job *j, const char *result)
 {
     if (j->def->read_only || j->audited)
         return;
     j->audited = true;
-    json_t *redacted = ink_audit_redact(j->t->ctx.store, j->args, NULL);
-    ink_audit_entry e = {
-        .time_ms = j->started_ms,
-        .key_id = j->who ? j->who->key_id : "unknown",
-        .project = j->who ? j->who->project : NULL,
-        .tool = j->def->name,
-        .arguments = redacted,
-        .result = result,
-    };
-    ink_err err = {0};
-    if (ink_audit_append(j->t->ctx.store, &e, &err) < 0)
-        LOG_ERROR("mcp: cannot write the audit log", "tool", j->def->name, "key_id", e.key_id,
-                  "error", err.msg);
-    json_decref(redacted);
+    audit_append(j->t, j->def, j->who, j->args, j->started_ms, result);
+}
+
+/* ink_mcp_tool.on_invalid, on the transport thread: a mutating call whose
+ * arguments the schema refused never reaches a worker, and is audited
+ * here, so that probing with malformed calls leaves a trace too. */
+static void audit_invalid(ink_mcp_call *call, const json_t *args, const char *message, void *ctx)
+{
+    binding *b = ctx;
+    if (b->def->read_only)
+        return;
+    char *msg = scrub_secrets(ink_xstrdup(message), args);
+    cleanup_free char *result = ink_xasprintf("refused: invalid arguments: %.400s", msg);
+    free(msg);
+    audit_append(b->t, b->def, ink_mcp_call_auth(call), args, ink_now_ms(), result);
 }
 
 /* The call ends without its side effects mattering any more: cancelled by
@@ -922,19 +943,33 @@ static void tool_get_app_details(job *j)
             (long long)json_integer_value(json_object_get(app, "memory_mb")),
             (long long)json_integer_value(json_object_get(app, "port")),
             (long long)json_integer_value(json_object_get(app, "generation")));
-    if (jstr(app, "operation_id"))
-        fprintf(s.f, "Latest operation: %s\n", jstr(app, "operation_id"));
+    fprintf(s.f, "Egress: %s", jstr_or(app, "egress", "default"));
     size_t i;
     json_t *v;
+    json_array_foreach(json_object_get(app, "egress_allow"), i, v)
+        fprintf(s.f, "%s%s", i ? ", " : " to ", json_string_value(v));
+    fprintf(s.f, "\n");
+    if (jstr(app, "operation_id"))
+        fprintf(s.f, "Latest operation: %s\n", jstr(app, "operation_id"));
     json_array_foreach(json_object_get(app, "replica_status"), i, v)
     {
         fprintf(s.f, "- replica %s on %s: %s", jstr_or(v, "id", "?"),
                 jtext(v, "node") ? jtext(v, "node") : "no node yet", jstr_or(v, "state", "?"));
         if (jtext(v, "reason"))
             fprintf(s.f, " (%s)", jtext(v, "reason"));
-        fprintf(s.f, ", generation %lld, %lld restarts\n",
+        fprintf(s.f, ", generation %lld, %lld restarts",
                 (long long)json_integer_value(json_object_get(v, "generation")),
                 (long long)json_integer_value(json_object_get(v, "restarts")));
+        const char *category;
+        json_t *packets;
+        bool first = true;
+        json_object_foreach(json_object_get(v, "egress_blocked"), category, packets)
+        {
+            fprintf(s.f, "%s%lld %s", first ? ", egress blocked: " : ", ",
+                    (long long)json_integer_value(packets), category);
+            first = false;
+        }
+        fprintf(s.f, "\n");
     }
     json_t *events = json_object_get(app, "events");
     size_t nev = json_array_size(events);
@@ -1524,6 +1559,25 @@ static void tool_get_app_metrics(job *j)
 #define D_MIN_REPLICAS                                                                             \
     "Replicas kept running while the app gets no traffic; 0 lets an idle app sleep and wake on "   \
     "its next request (scale to zero). At most replicas."
+#define S_EGRESS "`type`:`string`,`minLength`:1,`maxLength`:32"
+#define D_EGRESS                                                                                   \
+    "The egress policy: what the app's replicas may connect to. 'default': the public internet, "  \
+    "DNS and the project's own apps, but not cloud metadata (169.254.169.254), SMTP (25, 465, "    \
+    "587), private and CGNAT ranges, the nodes themselves or other projects' apps. 'deny-all': "   \
+    "only the project's own apps and DNS. 'allowlist': like deny-all plus the destinations in "    \
+    "egress_allow. Any other name is a policy your security team installed on the nodes "          \
+    "(/etc/ink/policies/NAME.policy; 1-32 of a-z, 0-9, '-'). Blocked connection attempts show "    \
+    "as events and per-replica counts in get_app_details."
+_Static_assert(INK_EGRESS_ALLOW_MAX == 64 && INK_EGRESS_ALLOW_TEXT_MAX == 269,
+               "the egress_allow schema below spells out these limits");
+#define S_EGRESS_ALLOW                                                                             \
+    "`type`:`array`,`maxItems`:64,`items`:{`type`:`string`,`minLength`:1,`maxLength`:269}"
+#define D_EGRESS_ALLOW                                                                             \
+    "What an app with egress 'allowlist' may reach (required there, refused with 'default' and "   \
+    "'deny-all'): entries TARGET[:PORTS], TARGET an IPv4 address, an IPv4 CIDR or a host name, "   \
+    "PORTS a port or a range; no ports means every port, TCP and UDP alike. E.g. "                 \
+    "['api.stripe.com:443', '203.0.113.7', '198.51.100.0/24:5432-5433']. At most 64. Host "        \
+    "names are resolved on the nodes, again every few minutes; IPv6 is not supported."
 #define P_PROJECT                                                                                  \
     "`project`:{`type`:`string`,`minLength`:1,`maxLength`:63,`description`:`Optional: the "        \
     "project, which must be the API key's own (a key works only in its project). Usually "         \
@@ -1543,7 +1597,9 @@ static void tool_get_app_metrics(job *j)
     "`cpu`:{" S_CPU ",`description`:`" D_CPU " Default 0.25.`},"                                   \
     "`memory_mb`:{" S_MEMORY ",`description`:`" D_MEMORY " Default 256.`},"                        \
     "`replicas`:{" S_REPLICAS ",`description`:`" D_REPLICAS " Default 1.`},"                       \
-    "`min_replicas`:{" S_REPLICAS ",`description`:`" D_MIN_REPLICAS " Default 1.`}," P_PROJECT     \
+    "`min_replicas`:{" S_REPLICAS ",`description`:`" D_MIN_REPLICAS " Default 1.`},"               \
+    "`egress`:{" S_EGRESS ",`description`:`" D_EGRESS " Default 'default'.`},"                     \
+    "`egress_allow`:{" S_EGRESS_ALLOW ",`description`:`" D_EGRESS_ALLOW "`}," P_PROJECT            \
     "," P_IDEMPOTENCY "},"                                                                         \
     "`required`:[`name`,`image`,`port`],`additionalProperties`:false}"
 
@@ -1556,7 +1612,11 @@ static void tool_get_app_metrics(job *j)
     "`cpu`:{" S_CPU ",`description`:`" D_CPU "`},"                                                 \
     "`memory_mb`:{" S_MEMORY ",`description`:`" D_MEMORY "`},"                                     \
     "`replicas`:{" S_REPLICAS ",`description`:`" D_REPLICAS "`},"                                  \
-    "`min_replicas`:{" S_REPLICAS ",`description`:`" D_MIN_REPLICAS "`}," P_IDEMPOTENCY            \
+    "`min_replicas`:{" S_REPLICAS ",`description`:`" D_MIN_REPLICAS "`},"                          \
+    "`egress`:{" S_EGRESS ",`description`:`" D_EGRESS " Changing it to 'default' or 'deny-all' "   \
+    "drops the app's egress_allow entries.`},"                                                     \
+    "`egress_allow`:{" S_EGRESS_ALLOW ",`description`:`" D_EGRESS_ALLOW " Replaces all of "        \
+    "them; [] removes them.`}," P_IDEMPOTENCY                                                      \
     "},`required`:[`name`],`additionalProperties`:false}"
 
 #define IN_NAME_ONLY                                                                               \
@@ -1600,8 +1660,16 @@ static void tool_get_app_metrics(job *j)
     "`state`:{`type`:`string`,`description`:`pending, pulling, starting, running, crash-loop, "    \
     "failed, stopped, sleeping, waking, unreachable or scheduling`},"                              \
     "`reason`:" NULLABLE_STRING ",`restarts`:{`type`:`integer`},"                                  \
-    "`image_digest`:" NULLABLE_STRING ",`url`:" NULLABLE_STRING ",`since`:" NULLABLE_STRING "},"   \
+    "`image_digest`:" NULLABLE_STRING ",`url`:" NULLABLE_STRING ",`since`:" NULLABLE_STRING ","    \
+    "`egress_blocked`:{`type`:`object`,`additionalProperties`:{`type`:`integer`},"                 \
+    "`description`:`Packets the egress policy dropped, per category (metadata, smtp, private, "    \
+    "tenant, unmatched, ...), since the replica was placed on its node.`}},"                       \
     "`required`:[`id`,`state`]}"
+
+#define OUT_EGRESS                                                                                 \
+    "`egress`:{`type`:`string`,`description`:`The egress policy.`},"                               \
+    "`egress_allow`:{`type`:`array`,`items`:{`type`:`string`},`description`:`Its allowlist "       \
+    "entries, in canonical form.`}"
 
 #define APP_STATUSES "`deploying`,`running`,`degraded`,`failed`,`crash-loop`,`stopped`,`deleting`"
 
@@ -1616,23 +1684,23 @@ static void tool_get_app_metrics(job *j)
     "`name`:{`type`:`string`},`fingerprint`:{`type`:`string`}},"                                   \
     "`required`:[`name`,`fingerprint`],`additionalProperties`:false}},"                            \
     "`cpu`:{`type`:`number`},`memory_mb`:{`type`:`integer`},`replicas`:{`type`:`integer`},"        \
-    "`min_replicas`:{`type`:`integer`},`ready_replicas`:{`type`:`integer`},"                       \
+    "`min_replicas`:{`type`:`integer`},`ready_replicas`:{`type`:`integer`}," OUT_EGRESS ","        \
     "`generation`:{`type`:`integer`},`created_at`:{`type`:`string`},"                              \
     "`updated_at`:{`type`:`string`},`operation_id`:" NULLABLE_STRING ","                           \
     "`replica_status`:{`type`:`array`,`items`:" OUT_REPLICA_STATUS "},"                            \
     "`events`:{`type`:`array`,`items`:{`type`:`object`,`properties`:{"                             \
     "`time`:{`type`:`string`},`message`:{`type`:`string`}},`required`:[`time`,`message`]}}},"      \
     "`required`:[`app`,`project`,`status`,`url`,`image`,`port`,`env`,`secret_env`,`cpu`,"          \
-    "`memory_mb`,`replicas`,`min_replicas`,`ready_replicas`,`generation`,`operation_id`,"          \
-    "`replica_status`,`events`]}"
+    "`memory_mb`,`replicas`,`min_replicas`,`ready_replicas`,`egress`,`egress_allow`,"              \
+    "`generation`,`operation_id`,`replica_status`,`events`]}"
 
 #define OUT_LIST_APPS                                                                              \
     "{`type`:`object`,`properties`:{"                                                              \
     "`apps`:{`type`:`array`,`items`:{`type`:`object`,`properties`:{"                               \
     "`app`:{`type`:`string`},`project`:{`type`:`string`},`status`:{`enum`:[" APP_STATUSES "]},"    \
     "`url`:" NULLABLE_STRING ",`image`:{`type`:`string`},`replicas`:{`type`:`integer`},"           \
-    "`ready_replicas`:{`type`:`integer`},`updated_at`:{`type`:`string`}},"                         \
-    "`required`:[`app`,`status`,`url`]}},"                                                         \
+    "`ready_replicas`:{`type`:`integer`}," OUT_EGRESS ",`updated_at`:{`type`:`string`}},"          \
+    "`required`:[`app`,`status`,`url`,`egress`]}},"                                                \
     "`next_cursor`:{`type`:[`string`,`null`],`description`:`Pass to list_apps for the next "       \
     "page; null on the last page.`}},"                                                             \
     "`required`:[`apps`,`next_cursor`]}"
@@ -1733,9 +1801,10 @@ static const tool_def tool_defs[] = {
         .title = "App details",
         .description =
             "Everything about one app: status and why, URL, image (and the digest that runs), "
-            "port, env, secret names with fingerprints (never values), CPU and memory, each "
-            "replica's node, state and restarts, and recent events. Start here when an app "
-            "does not behave; then get_app_logs.",
+            "port, env, secret names with fingerprints (never values), CPU and memory, egress "
+            "policy, each replica's node, state, restarts and connection attempts its egress "
+            "policy blocked, and recent events. Start here when an app does not behave; then "
+            "get_app_logs.",
         .input = IN_NAME_ONLY,
         .output = OUT_APP,
         .read_only = true,
@@ -1746,8 +1815,9 @@ static const tool_def tool_defs[] = {
         .name = "update_app",
         .title = "Update an app",
         .description =
-            "Changes an app (image, port, env, secrets, CPU, memory, replica counts): only the "
-            "arguments given change. Rolling: each new replica must serve before an old one "
+            "Changes an app (image, port, env, secrets, CPU, memory, replica counts, egress "
+            "policy): only the arguments given change. Rolling: each new replica must serve before "
+            "an old one "
             "stops, so the app stays up, and a new version that never serves leaves the old "
             "one running and the update 'failed'. Waits like create_app (up to {wait} seconds, "
             "then status 'deploying': follow it with get_operation). An update that changes "
@@ -2152,6 +2222,7 @@ ink_tools *ink_tools_new(const ink_tools_ctx *ctx, ink_err *err)
             .destructive = d->destructive,
             .idempotent = d->idempotent,
             .handler = dispatch,
+            .on_invalid = audit_invalid,
             .ctx = &t->bindings[i],
         };
         if (ink_mcp_server_add_tool(t->srv, &mt, err) < 0) {

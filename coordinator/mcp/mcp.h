@@ -126,6 +126,11 @@ typedef struct ink_mcp_tool {
      * the call must not be touched afterwards. Handlers run on the thread
      * that fed the message, so long work belongs on another thread. */
     void (*handler)(ink_mcp_call *call, const json_t *arguments, void *ctx);
+    /* Optional: told of a call whose arguments the input schema refused
+     * (the server answers it with the message as a tool error right after;
+     * the call must not be completed here). For an audit trail that also
+     * records calls refused before their handler ran. */
+    void (*on_invalid)(ink_mcp_call *call, const json_t *arguments, const char *message, void *ctx);
     void *ctx;
 } ink_mcp_tool;
 

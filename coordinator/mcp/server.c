@@ -40,6 +40,7 @@ typedef struct tool_entry {
     ink_mcp_schema *input, *output;
     bool read_only, destructive, idempotent;
     void (*handler)(ink_mcp_call *call, const json_t *arguments, void *ctx);
+    void (*on_invalid)(ink_mcp_call *call, const json_t *arguments, const char *message, void *ctx);
     void *ctx;
 } tool_entry;
 
@@ -195,6 +196,7 @@ int ink_mcp_server_add_tool(ink_mcp_server *s, const ink_mcp_tool *t, ink_err *e
         .destructive = t->destructive,
         .idempotent = t->idempotent,
         .handler = t->handler,
+        .on_invalid = t->on_invalid,
         .ctx = t->ctx,
     };
     return 0;
@@ -586,9 +588,11 @@ static void m_tools_call(ink_mcp_session *ses, route *r, const json_t *id, const
     LOG_DEBUG("mcp tool call", "tool", t->name, "client", ses->client);
     /* Input validation failures are tool execution errors (2025-11-25,
      * SEP-1303): the model sees the message and can correct its call. */
-    if (ink_mcp_schema_validate(t->input, c->args, "arguments", &err) < 0)
+    if (ink_mcp_schema_validate(t->input, c->args, "arguments", &err) < 0) {
+        if (t->on_invalid)
+            t->on_invalid(c, c->args, err.msg, t->ctx);
         call_finish(c, tool_error_result(err.msg), true);
-    else
+    } else
         t->handler(c, c->args, t->ctx);
     pthread_mutex_lock(&ses->mu);
 }

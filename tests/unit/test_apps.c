@@ -29,6 +29,7 @@
 #include "apps.h"
 #include "apps_internal.h"
 #include "controller.h"
+#include "egress.h"
 #include "store.h"
 #include "testlib.h"
 #include "util.h"
@@ -1156,11 +1157,12 @@ static void test_upgrade_keys_old_digests(void **state)
     assert_string_equal(js(json_array_get(json_object_get(app, "secret_env"), 0), "fingerprint"),
                         plain_fp);
     json_decref(app);
+    sql_exec(f, "DROP TABLE egress_blocked"); /* version 3 had none */
 
     ink_store_close(f->s);
     f->s = NULL;
     assert_int_equal(ink_store_open(f->db, &f->s, &err), 0);
-    assert_int_equal(ink_store_schema_version(f->s), 4);
+    assert_int_equal(ink_store_schema_version(f->s), 5);
 
     /* The view shows the keyed fingerprint; neither plain digest is left
      * in the database files. */
@@ -1392,6 +1394,394 @@ static void test_list_pages(void **state)
     json_decref(list);
 }
 
+/* ------------------------------------------------------------------ 11. egress */
+
+/* The assignment of workload id, from the store (freed by the caller with
+ * ink_store_free_workloads(*rows, *n)). */
+static const Ink__V1__Assignment *assignment_of(fixture *f, const char *id, ink_workload_row **rows,
+                                                size_t *n)
+{
+    *n = workloads(f, NULL, rows);
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*rows)[i].spec->workload_id, id) == 0)
+            return (*rows)[i].spec;
+    }
+    fail_msg("no assignment %s", id);
+    return NULL;
+}
+
+/* The one workload of the app's current generation on node-a, i.e. the one
+ * that is not old. */
+static void new_workload(fixture *f, const char *old, char id[64])
+{
+    ink_workload_row *rows;
+    size_t n = workloads(f, NULL, &rows);
+    id[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rows[i].spec->workload_id, old) != 0)
+            snprintf(id, 64, "%s", rows[i].spec->workload_id);
+    }
+    ink_store_free_workloads(rows, n);
+    assert_true(id[0] != '\0');
+}
+
+static void expect_invalid(fixture *f, bool creating, json_t *args, const char *want)
+{
+    ink_err err = {0};
+    int rc = creating ? create(f, args, ink_now_ms(), NULL, &err)
+                      : update(f, args, ink_now_ms(), NULL, &err);
+    if (rc != -1 || err.errnum != INK_APPS_EINVAL || !strstr(err.msg, want))
+        fail_msg("want an error with '%s': rc %d errnum %d: %s", want, rc, err.errnum, err.msg);
+}
+
+static json_t *web_egress(const char *policy, json_t *allow)
+{
+    json_t *args = web_args("reg/x:1");
+    if (policy)
+        json_object_set_new(args, "egress", json_string(policy));
+    if (allow)
+        json_object_set_new(args, "egress_allow", allow);
+    return args;
+}
+
+/* egress and egress_allow are checked with the agent's own parser, kept in
+ * canonical form, shown, and carried by every assignment. */
+static void test_egress_settings(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+
+    expect_invalid(f, true, web_egress("Bad_Name", NULL), "egress 'Bad_Name' is not a policy name");
+    expect_invalid(f, true, web_egress("-x", NULL), "not a policy name");
+    expect_invalid(f, true, web_egress("allowlist", NULL), "egress 'allowlist' needs egress_allow");
+    expect_invalid(f, true, web_egress("allowlist", json_array()), "needs egress_allow");
+    expect_invalid(f, true, web_egress(NULL, json_pack("[s]", "api.example.com:443")),
+                   "egress_allow only applies with egress 'allowlist'");
+    expect_invalid(f, true, web_egress("deny-all", json_pack("[s]", "api.example.com:443")),
+                   "this app's egress is 'deny-all'");
+    /* The parser's own message, naming the entry. */
+    expect_invalid(f, true,
+                   web_egress("allowlist", json_pack("[s, s]", "ok.example.com", "10.0.0.1/8")),
+                   "egress_allow entry '10.0.0.1/8': host bits are set; did you mean 10.0.0.0/8?");
+    expect_invalid(f, true, web_egress("allowlist", json_pack("[s]", "2001:db8::1")), "IPv6");
+    expect_invalid(f, true, web_egress("allowlist", json_pack("[s]", "api.example.com:0")),
+                   "is not a port");
+    expect_invalid(f, true, web_egress("allowlist", json_pack("[i]", 443)),
+                   "egress_allow[0] must be a string");
+    expect_invalid(f, true, web_egress("allowlist", json_string("api.example.com")),
+                   "egress_allow must be an array");
+    json_t *many = json_array();
+    for (int i = 0; i <= INK_EGRESS_ALLOW_MAX; i++)
+        json_array_append_new(many, json_sprintf("10.0.%d.0/24", i));
+    expect_invalid(f, true, web_egress("allowlist", many), "at most 64");
+    json_t *list = list_apps(f);
+    assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
+    json_decref(list);
+
+    /* Canonical, sorted, without duplicates. */
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(
+        create(f,
+               web_egress("allowlist", json_pack("[s, s, s]", "API.Example.com:443",
+                                                 "198.51.100.0/24", "api.example.com:443")),
+               now, opid, &err),
+        0);
+    json_t *app = get_app(f, "web");
+    assert_string_equal(js(app, "egress"), "allowlist");
+    json_t *allow = json_object_get(app, "egress_allow");
+    assert_int_equal(json_array_size(allow), 2);
+    assert_string_equal(json_string_value(json_array_get(allow, 0)), "198.51.100.0/24");
+    assert_string_equal(json_string_value(json_array_get(allow, 1)), "api.example.com:443");
+    json_t *events = json_object_get(app, "events");
+    assert_non_null(strstr(js(json_array_get(events, 0), "message"),
+                           "egress allowlist [198.51.100.0/24 api.example.com:443]"));
+    json_decref(app);
+    list = list_apps(f);
+    json_t *item = json_array_get(json_object_get(list, "apps"), 0);
+    assert_string_equal(js(item, "egress"), "allowlist");
+    assert_int_equal(json_array_size(json_object_get(item, "egress_allow")), 2);
+    json_decref(list);
+    /* The same destinations written otherwise: the same app. */
+    char again[40];
+    assert_int_equal(create(f,
+                            web_egress("allowlist", json_pack("[s, s]", "api.example.com:443",
+                                                              "198.51.100.0/24")),
+                            now, again, &err),
+                     1);
+    assert_string_equal(again, opid);
+
+    assert_true(pass(f, now) > 0);
+    ink_workload_row *rows;
+    size_t n = workloads(f, NULL, &rows);
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].spec->egress, "allowlist");
+    assert_int_equal(rows[0].spec->n_egress_allow, 2);
+    assert_string_equal(rows[0].spec->egress_allow[0], "198.51.100.0/24");
+    assert_string_equal(rows[0].spec->egress_allow[1], "api.example.com:443");
+    ink_store_free_workloads(rows, n);
+
+    /* Without egress settings: the default policy, spelled out. */
+    assert_int_equal(
+        create(f, json_pack("{s:s, s:s, s:i}", "name", "plain", "image", "reg/x:1", "port", 8080),
+               now, opid, &err),
+        0);
+    app = get_app(f, "plain");
+    assert_string_equal(js(app, "egress"), "default");
+    assert_int_equal(json_array_size(json_object_get(app, "egress_allow")), 0);
+    json_decref(app);
+    /* Naming the defaults is the same spec: a retry, not a conflict. */
+    assert_int_equal(create(f,
+                            json_pack("{s:s, s:s, s:i, s:s, s:[]}", "name", "plain", "image",
+                                      "reg/x:1", "port", 8080, "egress", "default", "egress_allow"),
+                            now, again, &err),
+                     1);
+    assert_string_equal(again, opid);
+    /* A policy of the site's own may use entries. */
+    assert_int_equal(
+        create(f,
+               json_pack("{s:s, s:s, s:i, s:s, s:[s]}", "name", "corp", "image", "reg/x:1", "port",
+                         8080, "egress", "corp-strict", "egress_allow", "10.20.0.0/16:5432"),
+               now, NULL, &err),
+        0);
+    pass(f, now);
+    n = workloads(f, NULL, &rows);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        const Ink__V1__Assignment *a = rows[i].spec;
+        if (strcmp(a->app, "plain") == 0) {
+            assert_string_equal(a->egress, "default");
+            assert_int_equal(a->n_egress_allow, 0);
+        } else if (strcmp(a->app, "corp") == 0) {
+            assert_string_equal(a->egress, "corp-strict");
+            assert_int_equal(a->n_egress_allow, 1);
+            assert_string_equal(a->egress_allow[0], "10.20.0.0/16:5432");
+        }
+    }
+    ink_store_free_workloads(rows, n);
+}
+
+/* A change of egress settings alone is a new generation, rolled out like
+ * any other; entries follow the policy. */
+static void test_egress_update_rolls(void **state)
+{
+    fixture *f = *state;
+    char old[64];
+    running_web(f, old);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(update(f, json_pack("{s:s, s:s}", "name", "web", "egress", "deny-all"),
+                            ink_now_ms(), opid, &err),
+                     0);
+    json_t *op = get_op(f, opid);
+    assert_string_equal(js(op, "message"), "starting new replicas");
+    json_decref(op);
+    json_t *app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 2);
+    assert_string_equal(js(app, "egress"), "deny-all");
+    json_t *events = json_object_get(app, "events");
+    assert_non_null(strstr(js(json_array_get(events, json_array_size(events) - 1), "message"),
+                           "egress default -> deny-all"));
+    json_decref(app);
+    /* The new replica carries the new policy; the old one keeps its own
+     * until the new one serves. */
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char new[64];
+    new_workload(f, old, new);
+    ink_workload_row *rows;
+    size_t n;
+    assert_string_equal(assignment_of(f, new, &rows, &n)->egress, "deny-all");
+    ink_store_free_workloads(rows, n);
+    assert_string_equal(assignment_of(f, old, &rows, &n)->egress, "default");
+    ink_store_free_workloads(rows, n);
+    report(f, "node-a", "ia", ink_now_ms(), (status[]){{old, RUNNING, NULL}, {new, RUNNING, NULL}},
+           2);
+    pass(f, ink_now_ms());
+    assert_op_status(f, opid, "succeeded");
+    assert_false(has_workload(f, old));
+
+    /* Entries alone do not turn a policy that ignores them into one that
+     * uses them. */
+    expect_invalid(f, false, json_pack("{s:s, s:[s]}", "name", "web", "egress_allow", "1.2.3.4"),
+                   "pass egress 'allowlist' as well");
+    assert_int_equal(update(f,
+                            json_pack("{s:s, s:s, s:[s, s]}", "name", "web", "egress", "allowlist",
+                                      "egress_allow", "1.2.3.4:443", "api.example.com"),
+                            ink_now_ms(), opid, &err),
+                     0);
+    app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 3);
+    events = json_object_get(app, "events");
+    assert_non_null(strstr(js(json_array_get(events, json_array_size(events) - 1), "message"),
+                           "egress deny-all -> allowlist, egress_allow now [1.2.3.4:443 "
+                           "api.example.com]"));
+    json_decref(app);
+    /* The same entries in another order: nothing to do. */
+    char same[40];
+    assert_int_equal(update(f,
+                            json_pack("{s:s, s:[s, s]}", "name", "web", "egress_allow",
+                                      "api.example.com", "1.2.3.4:443"),
+                            ink_now_ms(), same, &err),
+                     1);
+    assert_string_equal(same, opid);
+    /* Emptying the list of an allowlist app is refused... */
+    expect_invalid(f, false, json_pack("{s:s, s:[]}", "name", "web", "egress_allow"),
+                   "needs egress_allow");
+    /* ...while going back to the default drops the entries. */
+    assert_int_equal(update(f, json_pack("{s:s, s:s}", "name", "web", "egress", "default"),
+                            ink_now_ms(), opid, &err),
+                     0);
+    app = get_app(f, "web");
+    assert_int_equal(json_integer_value(json_object_get(app, "generation")), 4);
+    assert_string_equal(js(app, "egress"), "default");
+    assert_int_equal(json_array_size(json_object_get(app, "egress_allow")), 0);
+    json_decref(app);
+}
+
+/* What a report says was blocked, for one workload. */
+typedef struct blocked {
+    const char *category;
+    uint64_t packets;
+} blocked;
+
+/* node-a's report: the workload running with these counts (none: n 0),
+ * or no workload at all (id NULL), then the egress counters noted as the
+ * NodeService does. */
+static void report_blocked(fixture *f, int64_t now_ms, const char *id, const blocked *b, size_t n)
+{
+    Ink__V1__WorkloadStatus ws = INK__V1__WORKLOAD_STATUS__INIT;
+    Ink__V1__WorkloadStatus *wp = &ws;
+    Ink__V1__EgressBlocked eb[4], *ebp[4];
+    assert_true(n <= 4);
+    ws.workload_id = (char *)id;
+    ws.generation = 1;
+    ws.state = RUNNING;
+    ws.since_unix_ms = now_ms;
+    for (size_t i = 0; i < n; i++) {
+        ink__v1__egress_blocked__init(&eb[i]);
+        eb[i].category = (char *)b[i].category;
+        eb[i].packets = b[i].packets;
+        ebp[i] = &eb[i];
+    }
+    ws.egress_blocked = ebp;
+    ws.n_egress_blocked = n;
+    Ink__V1__ReportStatusRequest r = INK__V1__REPORT_STATUS_REQUEST__INIT;
+    r.node_id = "node-a";
+    r.instance_id = "ia";
+    r.workloads = id ? &wp : NULL;
+    r.n_workloads = id ? 1 : 0;
+    ink_err err = {0};
+    assert_int_equal(ink_store_report_status(f->s, &r, now_ms, &err), 0);
+    if (ink_apps_note_egress(f->s, &r, now_ms, &err) < 0)
+        fail_msg("note egress: %s", err.msg);
+}
+
+/* The app's events that mention blocked egress, newest last. */
+static size_t blocked_events(fixture *f, const char **msgs, size_t max, json_t **app)
+{
+    *app = get_app(f, "web");
+    size_t i, n = 0;
+    json_t *e;
+    json_array_foreach(json_object_get(*app, "events"), i, e)
+    {
+        if (strstr(js(e, "message"), "egress blocked") && n < max)
+            msgs[n++] = js(e, "message");
+    }
+    return n;
+}
+
+static int64_t blocked_count(json_t *app, const char *category)
+{
+    json_t *r0 = json_array_get(json_object_get(app, "replica_status"), 0);
+    return json_integer_value(json_object_get(json_object_get(r0, "egress_blocked"), category));
+}
+
+/* Blocked packets become per replica totals and app events, at most one a
+ * minute per replica and category; a counter that went down restarted. */
+static void test_egress_blocked_events(void **state)
+{
+    fixture *f = *state;
+    char id[64];
+    running_web(f, id);
+    int64_t t0 = ink_now_ms();
+    const char *msgs[16];
+    json_t *app;
+    char want[160];
+
+    report_blocked(f, t0, id, (blocked[]){{"metadata", 3}}, 1);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 1);
+    snprintf(want, sizeof want, "replica %s on node node-a: egress blocked 3 packets (metadata)",
+             id);
+    assert_string_equal(msgs[0], want);
+    assert_int_equal(blocked_count(app, "metadata"), 3);
+    json_decref(app);
+
+    /* More within the minute: counted, told later. */
+    report_blocked(f, t0 + 10000, id, (blocked[]){{"metadata", 10}}, 1);
+    report_blocked(f, t0 + 20000, id, (blocked[]){{"metadata", 10}, {"smtp", 1}}, 2);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 2);
+    snprintf(want, sizeof want, "replica %s on node node-a: egress blocked 1 packet (smtp)", id);
+    assert_string_equal(msgs[1], want); /* another category has its own minute */
+    assert_int_equal(blocked_count(app, "metadata"), 10);
+    assert_int_equal(blocked_count(app, "smtp"), 1);
+    json_decref(app);
+    report_blocked(f, t0 + 61000, id, (blocked[]){{"metadata", 12}, {"smtp", 1}}, 2);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 3);
+    snprintf(want, sizeof want, "replica %s on node node-a: egress blocked 9 packets (metadata)",
+             id);
+    assert_string_equal(msgs[2], want);
+    json_decref(app);
+
+    /* The workload restarted: its counter starts again from 0. */
+    report_blocked(f, t0 + 70000, id, (blocked[]){{"metadata", 2}, {"smtp", 1}}, 2);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 3);
+    assert_int_equal(blocked_count(app, "metadata"), 14);
+    json_decref(app);
+    /* Told once the minute is over, without a new increase. */
+    report_blocked(f, t0 + 125000, id, (blocked[]){{"metadata", 2}, {"smtp", 1}}, 2);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 4);
+    snprintf(want, sizeof want, "replica %s on node node-a: egress blocked 2 packets (metadata)",
+             id);
+    assert_string_equal(msgs[3], want);
+    json_decref(app);
+    /* A report that no longer lists a category: that counter is 0 now. */
+    report_blocked(f, t0 + 130000, id, NULL, 0);
+    report_blocked(f, t0 + 140000, id, (blocked[]){{"metadata", 1}}, 1);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 4);
+    assert_int_equal(blocked_count(app, "metadata"), 15);
+    assert_int_equal(blocked_count(app, "smtp"), 1);
+    json_decref(app);
+    /* Names that are no policy category are ignored. */
+    report_blocked(f, t0 + 145000, id, (blocked[]){{"metadata", 1}, {"Bad Name\n", 9}}, 2);
+    /* The workload is gone from the node: what was not told yet is told,
+     * and its counters are forgotten. */
+    report_blocked(f, t0 + 150000, NULL, NULL, 0);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 5);
+    snprintf(want, sizeof want, "replica %s on node node-a: egress blocked 1 packet (metadata)",
+             id);
+    assert_string_equal(msgs[4], want);
+    json_decref(app);
+    char count[16];
+    sql_text(f, "SELECT COUNT(*) FROM egress_blocked", count, sizeof count);
+    assert_string_equal(count, "0");
+
+    /* Hammering a blocked address for ten minutes: ten events, not one a
+     * report. */
+    int64_t t1 = t0 + 200000;
+    for (int i = 0; i < 120; i++)
+        report_blocked(f, t1 + i * 5000, id, (blocked[]){{"metadata", (uint64_t)(i + 1) * 1000}},
+                       1);
+    assert_int_equal(blocked_events(f, msgs, 16, &app), 15);
+    json_decref(app);
+    /* A workload that is no replica (put by the operator CLI) is counted
+     * without events. */
+    report_blocked(f, t1 + 700000, "cli-put", (blocked[]){{"metadata", 5}}, 1);
+    sql_text(f, "SELECT total FROM egress_blocked WHERE workload_id = 'cli-put'", count,
+             sizeof count);
+    assert_string_equal(count, "5");
+}
+
 int main(void)
 {
     test_block_sigpipe();
@@ -1411,6 +1801,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_node_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_noop_and_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_update_rolls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_blocked_events, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,8 +57,8 @@ static void test_put_creates_generation_1(void **state)
             "--publish=30080", "--env", "MODE=prod", "--env", "EMPTY=", "--secret-env",
             "TOKEN=s3cr3t-value", "--memory", "256M", "--cpu", "0.5", "--pids", "100", "--app",
             "web", "--project", "demo", "--min-replicas", "0", "--idle-timeout", "5m", "--egress",
-            "default", "--egress-allow", "10.0.0.0/8", "--egress-allow", "api.example.com",
-            "--egress-allow", "2001:db8::/32", "--", "/bin/server", "--listen", ":8080"),
+            "default", "--egress-allow", "10.0.0.0/8", "--egress-allow", "API.example.com",
+            "--egress-allow", "198.51.100.7:8000-8099", "--", "/bin/server", "--listen", ":8080"),
         0);
     assert_string_equal(f->out, "workload web-1 on n1: generation 1, revision 1\n");
     assert_string_equal(f->err, "");
@@ -91,7 +91,8 @@ static void test_put_creates_generation_1(void **state)
     assert_int_equal(a->idle_timeout_s, 300);
     assert_string_equal(a->egress, "default");
     assert_int_equal(a->n_egress_allow, 3);
-    assert_string_equal(a->egress_allow[1], "api.example.com");
+    assert_string_equal(a->egress_allow[1], "api.example.com"); /* canonical */
+    assert_string_equal(a->egress_allow[2], "198.51.100.7:8000-8099");
     assert_int_equal(a->n_command, 3);
     assert_string_equal(a->command[0], "/bin/server");
     assert_string_equal(a->command[2], ":8080");
@@ -251,6 +252,10 @@ static void test_validation_errors(void **state)
         {{"put", "n1", "w", "--image", "x", "--egress-allow", "300.1.1.1"}, "--egress-allow"},
         {{"put", "n1", "w", "--image", "x", "--egress-allow", "bad_host"}, "--egress-allow"},
         {{"put", "n1", "w", "--image", "x", "--egress-allow", "-a.com"}, "--egress-allow"},
+        {{"put", "n1", "w", "--image", "x", "--egress-allow", "2001:db8::/32"}, "IPv6"},
+        {{"put", "n1", "w", "--image", "x", "--egress-allow", "a.com:0"}, "is not a port"},
+        {{"put", "n1", "w", "--image", "x", "--egress", "a-very-long-policy-name-of-35-chars"},
+         "--egress 'a-very-long-policy-name-of-35-chars' is not a policy name"},
         {{"put", "n1", "w", "--image", "x", "--bogus", "1"}, "unknown flag '--bogus'"},
         {{"put", "n1", "w", "--image", "x", "-e", "A=1"}, "unknown flag '-e'"},
         {{"put", "n1", "w", "extra", "--image", "x"}, "unexpected argument 'extra'"},

@@ -99,7 +99,9 @@ typedef struct fx {
     int nthreads;
 
     atomic_int echo_calls, waiter_started, waiter_saw_cancel;
-    json_t *keep[MAX_KEEP]; /* everything parsed, freed at teardown */
+    atomic_int invalid_calls; /* on_invalid hook */
+    char last_invalid[256];   /* its last message */
+    json_t *keep[MAX_KEEP];   /* everything parsed, freed at teardown */
     size_t nkeep;
 } fx;
 
@@ -337,6 +339,15 @@ static void waiter_handler(ink_mcp_call *c, const json_t *args, void *ctx)
     spawn(ctx, c, waiter_thread);
 }
 
+static void note_invalid(ink_mcp_call *c, const json_t *args, const char *message, void *ctx)
+{
+    (void)c;
+    (void)args;
+    fx *f = ctx;
+    atomic_fetch_add(&f->invalid_calls, 1);
+    snprintf(f->last_invalid, sizeof f->last_invalid, "%s", message);
+}
+
 static void add_tool(fx *f, const char *name, const char *title, const char *in, const char *out,
                      void (*handler)(ink_mcp_call *, const json_t *, void *), bool ro)
 {
@@ -352,6 +363,7 @@ static void add_tool(fx *f, const char *name, const char *title, const char *in,
         .destructive = !ro,
         .idempotent = ro,
         .handler = handler,
+        .on_invalid = note_invalid,
         .ctx = f,
     };
     ink_err err = {0};
@@ -694,8 +706,10 @@ static void test_call_invalid_arguments(void **state)
         assert_json_eq(expect_result(f, id), want);
     }
     /* Input errors are tool errors (the model can fix its call), and the
-     * handler never saw them. */
+     * handler never saw them; the on_invalid hook (an audit trail) saw each. */
     assert_int_equal(atomic_load(&f->echo_calls), 0);
+    assert_int_equal(atomic_load(&f->invalid_calls), (int)INK_ARRAY_LEN(cases));
+    assert_string_equal(f->last_invalid, cases[INK_ARRAY_LEN(cases) - 1].msg);
     expect_none(f);
 }
 

@@ -81,7 +81,7 @@ static int64_t put(ink_store *s, const char *node, const char *wid, uint64_t gen
 static void test_open_migrates_and_keeps_id(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(ink_store_schema_version(f->s), 4);
+    assert_int_equal(ink_store_schema_version(f->s), 5);
     char id[64];
     snprintf(id, sizeof id, "%s", ink_store_coordinator_id(f->s));
     assert_int_equal(strlen(id), 32);

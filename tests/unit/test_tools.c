@@ -503,8 +503,14 @@ static void test_create_bad_args(void **state)
     json_t *list = ok(f, call(f, "list_apps", "{}"));
     assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
     audit_rows a = audit(f);
-    /* Only what reached the tool is audited: the app layer's refusals. */
-    assert_int_equal(tool_rows(&a), 2);
+    /* Every mutating call is audited: the five the schema refused (before
+     * any tool code ran) and the app layer's two refusals. */
+    assert_int_equal(tool_rows(&a), 7);
+    assert_string_equal(a.rows[a.n - 7].result,
+                        "refused: invalid arguments: arguments.image: required property missing");
+    assert_string_equal(a.rows[a.n - 7].tool, "create_app");
+    assert_non_null(a.rows[a.n - 7].key_id);
+    assert_non_null(strstr(a.rows[a.n - 3].result, "refused: invalid arguments: arguments.env"));
     assert_true(strncmp(last_row(&a)->result, "error: ", 7) == 0);
     assert_null(strstr(last_row(&a)->arguments, "b-long-secret"));
     ink_audit_free_rows(a.rows, a.n);
@@ -514,6 +520,11 @@ static void test_create_bad_args(void **state)
     err_with(call(f, "exec_command", "{'name':'web','command':[]}"), "command");
     err_with(call(f, "exec_command", "{'name':'web','command':['ls'],'timeout_s':301}"),
              "timeout_s");
+    /* Read-only tools' refusals are not audited; exec_command's are. */
+    a = audit(f);
+    assert_int_equal(tool_rows(&a), 9);
+    assert_string_equal(last_row(&a)->tool, "exec_command");
+    ink_audit_free_rows(a.rows, a.n);
 }
 
 /* ------------------------------------------------------------- deployments */
@@ -721,6 +732,97 @@ static void test_node_unreachable(void **state)
     assert_string_equal(last_row(&a)->tool, "exec_command");
     assert_true(strncmp(last_row(&a)->result, "error: node n1 is unreachable", 29) == 0);
     ink_audit_free_rows(a.rows, a.n);
+}
+
+/* ------------------------------------------------------------- egress */
+
+static void test_egress(void **state)
+{
+    fx *f = *state;
+    /* Refused by the input schema. */
+    err_with(call(f, "create_app", "{'name':'web','image':'nginx','port':80,'egress':''}"),
+             "egress");
+    err_with(
+        call(f, "create_app", "{'name':'web','image':'nginx','port':80,'egress_allow':'a.com'}"),
+        "egress_allow");
+    /* Refused by the app layer, saying what to fix. */
+    err_with(call(f, "create_app",
+                  "{'name':'web','image':'nginx','port':80,'egress':'allowlist',"
+                  "'egress_allow':['10.0.0.1/8']}"),
+             "egress_allow entry '10.0.0.1/8': host bits are set; did you mean 10.0.0.0/8?");
+    err_with(call(f, "create_app", "{'name':'web','image':'nginx','port':80,'egress':'allowlist'}"),
+             "egress 'allowlist' needs egress_allow");
+    err_with(call(f, "create_app",
+                  "{'name':'web','image':'nginx','port':80,'egress_allow':['api.example.com']}"),
+             "egress_allow only applies with egress 'allowlist'");
+    err_with(call(f, "create_app", "{'name':'web','image':'nginx','port':80,'egress':'No_Such'}"),
+             "egress 'No_Such' is not a policy name");
+    json_t *list = ok(f, call(f, "list_apps", "{}"));
+    assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
+
+    /* Accepted and shown in canonical form. */
+    ok(f, call(f, "create_app",
+               "{'name':'web','image':'nginx','port':80,'egress':'allowlist',"
+               "'egress_allow':['API.example.com:443','203.0.113.7']}"));
+    json_t *r = call(f, "get_app_details", "{'name':'web'}");
+    json_t *d = ok(f, r);
+    assert_string_equal(json_string_value(json_object_get(d, "egress")), "allowlist");
+    json_t *allow = json_object_get(d, "egress_allow");
+    assert_int_equal(json_array_size(allow), 2);
+    assert_string_equal(json_string_value(json_array_get(allow, 0)), "203.0.113.7");
+    assert_string_equal(json_string_value(json_array_get(allow, 1)), "api.example.com:443");
+    assert_non_null(strstr(text_of(r), "Egress: allowlist to 203.0.113.7, api.example.com:443"));
+    list = ok(f, call(f, "list_apps", "{}"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(list, "apps"), 0), "egress")),
+                        "allowlist");
+
+    /* Blocked packets per replica, in the view (checked against the output
+     * schema) and its text. */
+    add_node(f, "n1", "127.0.0.1:1");
+    ink_controller_opts co = {.node_timeout_ms = 20000,
+                              .node_lost_ms = 60000,
+                              .place_grace_ms = 15000,
+                              .probe_timeout_ms = 200};
+    assert_true(ink_controller_pass(f->store, &co, ink_now_ms()) >= 0);
+    d = ok(f, call(f, "get_app_details", "{'name':'web'}"));
+    char rid[64];
+    snprintf(rid, sizeof rid, "%s",
+             json_string_value(
+                 json_object_get(json_array_get(json_object_get(d, "replica_status"), 0), "id")));
+    Ink__V1__EgressBlocked eb = INK__V1__EGRESS_BLOCKED__INIT, *ebp = &eb;
+    eb.category = "metadata";
+    eb.packets = 3;
+    Ink__V1__WorkloadStatus ws = INK__V1__WORKLOAD_STATUS__INIT, *wsp = &ws;
+    ws.workload_id = rid;
+    ws.generation = 1;
+    ws.state = INK__V1__WORKLOAD_STATUS__STATE__RUNNING;
+    ws.egress_blocked = &ebp;
+    ws.n_egress_blocked = 1;
+    Ink__V1__ReportStatusRequest rep = INK__V1__REPORT_STATUS_REQUEST__INIT;
+    rep.node_id = "n1";
+    rep.instance_id = "i1";
+    rep.workloads = &wsp;
+    rep.n_workloads = 1;
+    ink_err err = {0};
+    assert_int_equal(ink_store_report_status(f->store, &rep, ink_now_ms(), &err), 0);
+    assert_int_equal(ink_apps_note_egress(f->store, &rep, ink_now_ms(), &err), 0);
+    r = call(f, "get_app_details", "{'name':'web'}");
+    d = ok(f, r);
+    json_t *r0 = json_array_get(json_object_get(d, "replica_status"), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(r0, "egress_blocked"), "metadata")), 3);
+    assert_non_null(strstr(text_of(r), "egress blocked: 3 metadata"));
+    char want[128];
+    snprintf(want, sizeof want, "replica %s on node n1: egress blocked 3 packets (metadata)", rid);
+    assert_non_null(strstr(text_of(r), want));
+
+    /* Back to the default: the entries go with the policy. */
+    ok(f, call(f, "update_app", "{'name':'web','egress':'default'}"));
+    d = ok(f, call(f, "get_app_details", "{'name':'web'}"));
+    assert_string_equal(json_string_value(json_object_get(d, "egress")), "default");
+    assert_int_equal(json_array_size(json_object_get(d, "egress_allow")), 0);
+    assert_int_equal(json_integer_value(json_object_get(d, "generation")), 2);
 }
 
 /* ------------------------------------------------------------- a fake agent */
@@ -1045,7 +1147,7 @@ int main(void)
         T(test_tools_list),       T(test_reader_refused),   T(test_project_mismatch),
         T(test_create_bad_args),  T(test_create_deploying), T(test_cancel_wait),
         T(test_node_unreachable), T(test_agent_calls),      T(test_resources),
-        T(test_authenticate),     T(test_recheck_key),
+        T(test_authenticate),     T(test_recheck_key),      T(test_egress),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     ink_rpc_shutdown();
