@@ -124,7 +124,7 @@ A=("$AGENT" --node-id=node-bench --coordinator=127.0.0.1:7440 --listen=127.0.0.1
 	--tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-bench.crt" --tls-key="$PKI/node-bench.key"
 	--reconnect-initial=100ms --reconnect-max=1s --runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR"
 	--workload-cidr="$CIDR" --insecure-registries="$REG" --stop-grace=2s --resync=1s
-	--log-format=logfmt --log-level=info)
+	--log-format=logfmt --log-level=info --policy-dir="$(node_policies)")
 # start_agent NAME: a fresh state directory $T/NAME, log $T/NAME.log
 start_agent() {
 	ALOG="$T/$1.log"

@@ -67,17 +67,26 @@ void ink_block_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-int ink_wait_for_shutdown(void)
+int ink_wait_for_signals(void (*on_hup)(void *arg), void *arg)
 {
     sigset_t set = shutdown_signals();
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
             continue;
+        if (sig == SIGHUP && on_hup) {
+            on_hup(arg);
+            continue;
+        }
         if (sig == SIGHUP) {
             LOG_INFO("SIGHUP ignored: restart the service to apply configuration changes");
             continue;
         }
         return sig;
     }
+}
+
+int ink_wait_for_shutdown(void)
+{
+    return ink_wait_for_signals(NULL, NULL);
 }

@@ -19,5 +19,8 @@ int ink_setup_logging(const char *component, const char *level, const char *form
 void ink_block_signals(void);
 /* Waits for SIGTERM or SIGINT and returns it. */
 int ink_wait_for_shutdown(void);
+/* The same; SIGHUP calls on_hup(arg) (in the calling thread) when given,
+ * else it is logged and ignored. */
+int ink_wait_for_signals(void (*on_hup)(void *arg), void *arg);
 
 #endif

@@ -465,11 +465,9 @@ static int find_app(sqlite3 *db, const char *project, const char *name, bool liv
         return -1;
     sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_DONE)
-        return 1;
-    if (step != SQLITE_ROW)
-        return ink_db_err(db, err, "read app");
+    int found = ink_db_step_row(db, st, "read app", err);
+    if (found != 0)
+        return found;
     read_app(st, a);
     return 0;
 }
@@ -554,11 +552,9 @@ static int load_op(sqlite3 *db, const char *where, const char *a1, const char *p
         return -1;
     sqlite3_bind_text(st, 1, a1, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, project, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_DONE)
-        return 1;
-    if (step != SQLITE_ROW)
-        return ink_db_err(db, err, "read operation");
+    int found = ink_db_step_row(db, st, "read operation", err);
+    if (found != 0)
+        return found;
     *op = op_view(st);
     if (hash_out)
         copy_text(hash_out, REQUEST_HASH_MAX, st, 10);
@@ -1251,8 +1247,11 @@ static void app_status(const ink_app_row *a, const replica_view *r, size_t n, co
             snprintf(reason, reasonlen, "replica %s on %s: %s", bad->id, bad->node, bad->reason);
     } else {
         *status = "degraded";
+        /* The controller's message already says whether the previous
+         * version keeps serving (controller.c): some replicas serving
+         * does not mean they are of the previous version. */
         if (op_status && strcmp(op_status, "failed") == 0)
-            snprintf(reason, reasonlen, "%s; the previous version keeps serving", op_message);
+            snprintf(reason, reasonlen, "%s", op_message);
         else if (bad)
             snprintf(reason, reasonlen, "replica %s on %s: %s", bad->id, bad->node, bad->reason);
         else
@@ -1517,11 +1516,9 @@ static int find_resource(sqlite3 *db, const char *project, const char *name, jso
         return -1;
     sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_DONE)
-        return 1;
-    if (step != SQLITE_ROW)
-        return ink_db_err(db, err, "read resource");
+    int found = ink_db_step_row(db, st, "read resource", err);
+    if (found != 0)
+        return found;
     *out = resource_view(st);
     copy_text(id, 40, st, 6);
     return 0;

@@ -42,6 +42,16 @@ int ink_db_end_txn(sqlite3 *db, int rc, ink_err *err)
     return rc;
 }
 
+int ink_db_step_row(sqlite3 *db, sqlite3_stmt *st, const char *what, ink_err *err)
+{
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        return 0;
+    if (step == SQLITE_DONE)
+        return 1;
+    return ink_db_err(db, err, what);
+}
+
 int ink_db_collect(sqlite3 *db, sqlite3_stmt *st, const char *what, size_t elem_size, void **rows,
                    size_t *n, void (*read)(sqlite3_stmt *st, void *row), ink_err *err)
 {

@@ -20,6 +20,10 @@ int ink_db_exec(sqlite3 *db, const char *sql, ink_err *err);
  * returns rc. */
 int ink_db_end_txn(sqlite3 *db, int rc, ink_err *err);
 
+/* Steps st once, for a query that reads at most one row: 0 when st is on
+ * a row, 1 when there is none, -1 on an error (err: "database: WHAT: ..."). */
+int ink_db_step_row(sqlite3 *db, sqlite3_stmt *st, const char *what, ink_err *err);
+
 /* Steps st to the end, appending one element of elem_size bytes per row to
  * *rows (grown as needed; *n counts them) and filling it with read(). On
  * an error the rows read so far stay for the caller to free. */

@@ -91,13 +91,12 @@ static int app_of(sqlite3 *db, const char *node, counter *c, ink_err *err)
         return -1;
     sqlite3_bind_text(st, 1, c->workload, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, node, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
+    int found = ink_db_step_row(db, st, "find replica", err);
+    if (found == 0) {
         c->has_app = true;
         copy_text(c->app_id, sizeof c->app_id, st, 0);
-        return 0;
     }
-    return step == SQLITE_DONE ? 0 : ink_db_err(db, err, "find replica");
+    return found < 0 ? -1 : 0;
 }
 
 static const Ink__V1__WorkloadStatus *reported_workload(const Ink__V1__ReportStatusRequest *r,
@@ -247,10 +246,8 @@ static int node_has_rows(sqlite3 *db, const char *node, ink_err *err)
     if (ink_db_prepare(db, "SELECT 1 FROM egress_blocked WHERE node_id = ? LIMIT 1", &st, err) < 0)
         return -1;
     sqlite3_bind_text(st, 1, node, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW)
-        return 1;
-    return step == SQLITE_DONE ? 0 : ink_db_err(db, err, "read egress counters");
+    int found = ink_db_step_row(db, st, "read egress counters", err);
+    return found < 0 ? -1 : found == 0;
 }
 
 int ink_apps_note_egress(ink_store *s, const Ink__V1__ReportStatusRequest *r, int64_t now_ms,

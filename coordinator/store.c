@@ -974,11 +974,9 @@ static int get_spec(ink_store *s, const char *node_id, const char *workload_id,
         return -1;
     sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_DONE)
-        return 1;
-    if (step != SQLITE_ROW)
-        return ink_db_err(s->db, err, "read assignment");
+    int found = ink_db_step_row(s->db, st, "read assignment", err);
+    if (found != 0)
+        return found;
     *out = unpack_spec(st, 0);
     if (!*out)
         return ink_err_set(err, 0, "database: corrupt assignment spec for %s on node %s",
@@ -1051,11 +1049,10 @@ int64_t ink_store_delete_assignment_locked(ink_store *s, const char *node_id,
         return -1;
     sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_DONE)
-        return 0;
-    if (step != SQLITE_ROW)
-        return ink_db_err(s->db, err, "read assignment");
+    int found = ink_db_step_row(s->db, st, "read assignment", err);
+    if (found != 0)
+        return found < 0 ? -1 : 0; /* absent: nothing to delete, no revision */
+    sqlite3_reset(st);
     return write_change(s, node_id, workload_id, LOG_DELETE, NULL, err);
 }
 
@@ -1067,26 +1064,7 @@ int64_t ink_store_delete_assignment(ink_store *s, const char *node_id, const cha
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
-    int64_t rev = 0;
-    int exists = 0;
-    {
-        cleanup_stmt sqlite3_stmt *st = NULL;
-        exists = ink_db_prepare(
-            s->db, "SELECT 1 FROM assignments WHERE node_id = ? AND workload_id = ?", &st, err);
-        if (exists == 0) {
-            sqlite3_bind_text(st, 1, node_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 2, workload_id, -1, SQLITE_STATIC);
-            int step = sqlite3_step(st);
-            exists = step == SQLITE_ROW    ? 1
-                     : step == SQLITE_DONE ? 0
-                                           : ink_db_err(s->db, err, "read");
-        }
-    }
-    /* Nothing to delete: no revision, no log entry for agents. */
-    if (exists < 0)
-        rev = -1;
-    else if (exists)
-        rev = write_change(s, node_id, workload_id, LOG_DELETE, NULL, err);
+    int64_t rev = ink_store_delete_assignment_locked(s, node_id, workload_id, err);
     if (end_txn(s, rev < 0 ? -1 : 0, err) < 0)
         rev = -1;
     pthread_mutex_unlock(&s->mu);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dns.h"
 #include "log.h"
 #include "pki.h"
 #include "util.h"
@@ -72,6 +73,27 @@ const ink_opt ink_agent_options[] = {
          0, 600000),
     OPTN("resync", resync_ms, INK_OPT_DURATION, "10s",
          "a workload's state is checked at least this often", 100, 600000),
+    OPT(policy_dir, INK_OPT_STRING, "/etc/ink/policies",
+        "egress policies, one NAME.policy file each (an app's egress names one; SIGHUP reloads "
+        "them; `ink-agent policy check FILE` lints one)",
+        0, 0),
+    OPTN("firewall_resync", firewall_resync_ms, INK_OPT_DURATION, "2s",
+         "Ink's nftables table is compared with what the agent applied this often, and restored "
+         "when someone changed it",
+         100, 600000),
+    OPT(dns, INK_OPT_BOOL, "true",
+        "the node resolver for workloads, on the gateway address port 53: <app>.internal names "
+        "the ready replicas of that app in the asking workload's project; other names are "
+        "forwarded to dns_upstream",
+        0, 0),
+    OPT(dns_upstream, INK_OPT_STRING, "",
+        "resolvers the node resolver forwards to (IP[:port], [IPv6]:port, comma-separated; "
+        "default: the nameserver lines of /etc/resolv.conf)",
+        0, 0),
+    OPT(dns_user, INK_OPT_STRING, "ink-dns",
+        "unprivileged user the resolver's helper runs as (name or uid[:gid]; ink-dns falls back "
+        "to nobody when there is no such user)",
+        0, 0),
     OPT(log_max_size, INK_OPT_SIZE, "10M", "size of a workload log file before it rotates", 4096,
         1ULL << 40),
     OPT(log_keep, INK_OPT_INT, "3", "rotated log files kept per workload", 1, 100),
@@ -110,6 +132,7 @@ static void workload_changed(void *arg)
 {
     ink_agent *a = arg;
     pthread_mutex_lock(&a->mu);
+    ink_dns_changed(a->dns); /* names follow readiness */
     a->report_now = true;
     pthread_cond_broadcast(&a->cond);
     pthread_mutex_unlock(&a->mu);
@@ -154,8 +177,11 @@ static int start_supervisor(ink_agent *a, ink_err *err)
         .boot_cpu_millis = (uint32_t)cfg->startup_cpu,
         .boot_cpu_window_ms = cfg->startup_cpu_window_ms,
         .resync_ms = cfg->resync_ms,
+        .policy_dir = cfg->policy_dir,
+        .firewall_resync_ms = cfg->firewall_resync_ms,
         .log_max_bytes = cfg->log_max_size,
         .log_keep = (int)cfg->log_keep,
+        .dns = cfg->dns,
         .on_change = workload_changed,
         .arg = a,
     };
@@ -207,6 +233,10 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
     ink_node_info_free(&probe);
     if (start_supervisor(a, err) < 0)
         goto fail;
+    /* After the supervisor: the workload network is open, and the
+     * resolver's table comes from the supervisor's status. */
+    if (ink_agent_dns_start(a, err) < 0)
+        goto fail;
     ink_rpc_server_opts so = {
         .listen = cfg->listen,
         .tls = tlsp,
@@ -244,6 +274,21 @@ fail:
     return -1;
 }
 
+void ink_agent_reload(ink_agent *a)
+{
+    ink_err err = {0};
+    LOG_INFO("SIGHUP: reloading egress policies");
+    /* The firewall logs each refused file (FILE:LINE), and what it
+     * applied or why it kept the running table. */
+    if (a->sup)
+        (void)ink_supervisor_reload_policies(a->sup, &err);
+    /* A policy's resolve mode may have changed: the names table too. */
+    pthread_mutex_lock(&a->mu);
+    if (a->dns)
+        ink_dns_changed(a->dns);
+    pthread_mutex_unlock(&a->mu);
+}
+
 void ink_agent_stop(ink_agent *a)
 {
     if (a->threads_running) {
@@ -259,6 +304,8 @@ void ink_agent_stop(ink_agent *a)
     }
     ink_rpc_server_stop(a->rpc, 2000);
     a->rpc = NULL;
+    /* Before the supervisor: its table is read from it. */
+    ink_agent_dns_stop(a);
     /* After the RPC server: its calls may still look workloads up. */
     ink_supervisor_stop(a->sup);
     a->sup = NULL;

@@ -42,6 +42,11 @@ typedef struct ink_agent_config {
     int64_t startup_cpu; /* millicores, 0 = off */
     int64_t startup_cpu_window_ms;
     int64_t resync_ms;
+    char *policy_dir;           /* egress policies, *.policy */
+    int64_t firewall_resync_ms; /* Ink's nftables table checked this often */
+    bool dns;                   /* the node resolver for workloads (agent_dns.c) */
+    char *dns_upstream;         /* "" = the nameservers of /etc/resolv.conf */
+    char *dns_user;
     uint64_t log_max_size;
     int64_t log_keep;
     char *log_level;
@@ -83,6 +88,7 @@ typedef struct ink_agent {
     ink_rpc_stream *watch;  /* open watch stream, to cancel on shutdown */
     ink_desired desired;
     ink_supervisor *sup; /* runs the desired workloads */
+    struct ink_dns *dns; /* the node resolver, NULL when off */
     bool report_now;     /* a workload changed state: heartbeat early */
     char **plain_http;   /* insecure_registries, split */
     size_t nplain_http;
@@ -92,6 +98,9 @@ typedef struct ink_agent {
 } ink_agent;
 
 int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err);
+/* SIGHUP: reads the egress policies again; a bad file changes nothing and
+ * is logged with FILE:LINE. */
+void ink_agent_reload(ink_agent *a);
 void ink_agent_stop(ink_agent *a);
 
 /* desired.c */
@@ -124,9 +133,20 @@ void ink_node_usage_collect(Ink__V1__NodeUsage *u, const char *state_dir);
  * [a-z0-9-] turned into '-'. */
 void ink_default_node_id(char *out, size_t outlen);
 
+/* policy_cli.c: `ink-agent policy check FILE...` and `policy show`;
+ * argv[0] is the subcommand. Returns the exit status. */
+int ink_policy_cli(const ink_agent_config *cfg, int argc, char **argv);
+
 /* session.c */
 void *ink_session_thread(void *arg);
 void *ink_heartbeat_thread(void *arg);
+
+/* agent_dns.c: the node resolver for workloads, fed from the desired set
+ * and the supervisor's status. Start after the supervisor, stop before it.
+ * Only a bad dns_* option is an error: a resolver that cannot run is
+ * retried in the background. */
+int ink_agent_dns_start(ink_agent *a, ink_err *err);
+void ink_agent_dns_stop(ink_agent *a);
 
 /* agent_service.c */
 extern const ink_rpc_method ink_agent_service_methods[];

@@ -1,6 +1,7 @@
 /* ink-agent: the privileged daemon on every runtime node.
  *
  *   ink-agent [--config FILE] [--option=value ...] [run]
+ *   ink-agent [--config FILE] policy check FILE... | policy show
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,12 +17,23 @@ static void usage(FILE *out)
             "usage: ink-agent [--config FILE] [--OPTION=VALUE ...] [COMMAND]\n"
             "\n"
             "commands:\n"
-            "  run        run the agent (default)\n"
+            "  run        run the agent (default; SIGHUP reloads the egress policies)\n"
             "  version    print the version\n"
+            "  policy check FILE...\n"
+            "             lint egress policy files; print the chains they render to and a\n"
+            "             sample table (exit 1 and FILE:LINE: message on errors)\n"
+            "  policy show\n"
+            "             what this node enforces now: Ink's nftables table, and per\n"
+            "             workload its policy, project, allowlist and drop counters\n"
             "\n"
             "options (config file %s, or flags):\n",
             INK_AGENT_DEFAULT_CONFIG);
     ink_config_print_reference(ink_agent_options, out);
+}
+
+static void reload(void *arg)
+{
+    ink_agent_reload(arg);
 }
 
 static int run(const ink_agent_config *cfg)
@@ -38,7 +50,7 @@ static int run(const ink_agent_config *cfg)
         ink_rpc_shutdown();
         return 1;
     }
-    int sig = ink_wait_for_shutdown();
+    int sig = ink_wait_for_signals(reload, &a);
     LOG_INFO("shutting down; workloads keep running", "signal", strsignal(sig));
     ink_agent_stop(&a);
     ink_rpc_shutdown();
@@ -81,6 +93,8 @@ int main(int argc, char **argv)
             return 2;
         }
         rc = run(&cfg);
+    } else if (strcmp(cmd, "policy") == 0) {
+        rc = ink_policy_cli(&cfg, argc - idx - 1, argv + idx + 1);
     } else {
         fprintf(stderr, "ink-agent: unknown command '%s'\n\n", cmd);
         usage(stderr);

@@ -32,6 +32,7 @@
 #include "backoff.h"
 #include "bundle.h"
 #include "cgroup.h"
+#include "dns.h"
 #include "log.h"
 #include "util.h"
 #include "supervisor_internal.h"
@@ -67,6 +68,7 @@ typedef struct loop {
     bool published;
     bool ready;     /* the app's port answered */
     bool net_fresh; /* prepare just set the network up: start needs not */
+    bool fw_ready;  /* the firewall has the workload's egress rules */
     /* The sandbox's cgroup has the app's CPU limit (not the boot quota of
      * config.json); false after each start, and for an adopted sandbox. */
     bool cpu_settled;
@@ -355,6 +357,15 @@ static int prepare(loop *l, ink_err *err)
         l->net_ready = true;
         l->net_fresh = true;
     }
+    /* The node resolver, and the app's own name for its address, in files
+     * the sandbox mounts read-only. */
+    cleanup_free char *resolv = NULL, *hosts = NULL;
+    if (s->cfg.dns && ink_dns_write_sandbox_files(l->bundle_dir, l->net.gateway_str,
+                                                  *a->app ? a->app : a->workload_id,
+                                                  l->net.addr_str, &resolv, &hosts, err) < 0) {
+        ink_image_free(&img);
+        return ink_err_wrap(err, "resolver files");
+    }
     ink_bundle_spec spec = {
         .assignment = a,
         .image = &img.config,
@@ -362,6 +373,8 @@ static int prepare(loop *l, ink_err *err)
         .netns_path = l->net.netns_path,
         .cgroup = l->cgroup,
         .boot_cpu_millis = s->cfg.boot_cpu_millis,
+        .resolv_conf = resolv,
+        .hosts = hosts,
     };
     cleanup_free char *config = NULL;
     rc = ink_bundle_config(&spec, &config, err);
@@ -439,6 +452,23 @@ static int remove_sandbox(loop *l, ink_err *err)
     return 0;
 }
 
+/* The workload's egress rules (net/firewall.h), in place before anything
+ * of it runs: a failure (its policy is not installed, nftables refused)
+ * fails the start, so nothing ever runs unfiltered. Adding what is
+ * already there costs nothing. */
+static int program_firewall(loop *l, ink_err *err)
+{
+    ink_fw_spec spec = ink_supervisor_fw_spec(l->want, l->net.addr);
+    if (ink_firewall_add(l->s->fw, &spec, err) < 0)
+        return -1;
+    char note[512];
+    ink_firewall_note(l->s->fw, l->w->id, note, sizeof note);
+    if (note[0])
+        syslog_line(l, "%s", note);
+    l->fw_ready = true;
+    return 0;
+}
+
 static int start_sandbox(loop *l, ink_err *err)
 {
     ink_supervisor *s = l->s;
@@ -460,6 +490,8 @@ static int start_sandbox(loop *l, ink_err *err)
         l->net_ready = true;
     }
     l->net_fresh = false;
+    if (program_firewall(l, err) < 0)
+        return -1;
     int out_fd, err_fd;
     if (ink_log_sink_workload_fds(l->logs, &out_fd, &err_fd, err) < 0)
         return -1;
@@ -635,6 +667,13 @@ static int converge_removed(loop *l)
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing sandbox", &err);
         return -1;
     }
+    /* Its elements and drop counters go with its network: the interface
+     * name and address may soon belong to someone else. */
+    if (ink_firewall_remove(s->fw, l->w->id, &err) < 0) {
+        retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing egress rules", &err);
+        return -1;
+    }
+    l->fw_ready = false;
     if (ink_workload_net_teardown(s->net, l->w->id, &err) < 0) {
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing network", &err);
         return -1;
@@ -747,6 +786,14 @@ static void converge(loop *l)
             syslog_line(l, "agent restarted: adopted the running sandbox");
             LOG_INFO("workload adopted", "workload", l->w->id, "generation", LOG_U64(a->generation),
                      "pid", LOG_INT(st.pid));
+        }
+        /* An adopted sandbox got its rules from the agent's first sync;
+         * this also resolves its allowlist's host names. Without its
+         * rules it sends nothing (unassigned): say why. */
+        if (!l->fw_ready && program_firewall(l, &err) < 0) {
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "%s", err.msg);
+            l->next_attempt_ms = ink_mono_ms() + 5000;
+            return;
         }
         if (l->waiter.pid <= 0 && ink_runsc_wait_start(&s->runsc, l->w->id, &l->waiter, &err) < 0)
             LOG_WARN("cannot watch the sandbox for its exit", "workload", l->w->id, "error",

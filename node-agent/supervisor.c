@@ -373,6 +373,110 @@ ink_registry_opts ink_supervisor_registry_for(const ink_supervisor *s, const cha
     return o;
 }
 
+/* ------------------------------------------------------------ firewall */
+
+ink_fw_spec ink_supervisor_fw_spec(const Ink__V1__Assignment *a, struct in_addr addr)
+{
+    return (ink_fw_spec){
+        .workload_id = a->workload_id,
+        .addr = addr,
+        .project = a->project,
+        .app = a->app,
+        .policy = a->egress,
+        .allow = (const char *const *)a->egress_allow,
+        .nallow = a->n_egress_allow,
+    };
+}
+
+/* Ink's table before any loop starts: every wanted workload that has an
+ * address gets its rules, so that a sandbox the previous agent left
+ * running is filtered before it is adopted (and one no longer wanted is
+ * not: its traffic is dropped as unassigned until it is removed). Host
+ * names come in when each loop adds its workload: a start never waits on
+ * DNS. */
+static int start_firewall(ink_supervisor *s, Ink__V1__Assignment *const *want, size_t n,
+                          ink_err *err)
+{
+    ink_ipam *ipam = ink_net_ipam(s->net);
+    ink_firewall_config fc = {
+        .policy_dir = s->cfg.policy_dir,
+        .workload_cidr = s->cfg.workload_cidr,
+        .gateway = ink_ipam_gateway(ipam),
+        .strict_files = true,
+    };
+    if (ink_firewall_open(&fc, &s->fw, err) < 0)
+        return ink_err_wrap(err, "egress firewall");
+    ink_fw_spec *specs = ink_xcalloc(n ? n : 1, sizeof *specs);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct in_addr addr;
+        ink_err lerr = {0};
+        if (ink_ipam_lookup(ipam, want[i]->workload_id, &addr, &lerr) == 1)
+            specs[k++] = ink_supervisor_fw_spec(want[i], addr);
+    }
+    ink_ipam_entry *addrs = NULL;
+    size_t naddrs = 0;
+    ink_err lerr = {0};
+    if (ink_ipam_list(ipam, &addrs, &naddrs, &lerr) < 0)
+        naddrs = 1; /* cannot tell: make sure the table is there */
+    free(addrs);
+    /* A node that never ran a workload keeps its ruleset as it is. */
+    int rc = ink_firewall_sync(s->fw, specs, k, k > 0 || naddrs > 0, err);
+    free(specs);
+    return rc < 0 ? ink_err_wrap(err, "egress firewall") : 0;
+}
+
+/* Drift checks every firewall_resync, allowlist host names when due. */
+static void *firewall_main(void *arg)
+{
+    ink_supervisor *s = arg;
+    char last_error[INK_ERR_MSG_MAX] = "";
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        int64_t due = ink_mono_ms() + s->cfg.firewall_resync_ms;
+        while (!s->stopping && ink_mono_ms() < due) {
+            int64_t left = due - ink_mono_ms();
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += left / 1000;
+            ts.tv_nsec += (left % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+        }
+        if (s->stopping)
+            break;
+        pthread_mutex_unlock(&s->mu);
+        ink_err err = {0};
+        char what[512];
+        /* check_drift logs what it found and repaired; a failing check is
+         * logged once per distinct error, not every interval. */
+        if (ink_firewall_check_drift(s->fw, what, sizeof what, &err) < 0 ||
+            ink_firewall_refresh_hosts(s->fw, false, &err) < 0) {
+            if (strcmp(err.msg, last_error) != 0)
+                LOG_ERROR("egress firewall check failed", "error", err.msg);
+            snprintf(last_error, sizeof last_error, "%s", err.msg);
+        } else {
+            last_error[0] = '\0';
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+ink_pol_resolve ink_supervisor_resolve_mode(ink_supervisor *s, const char *policy)
+{
+    return ink_firewall_resolve_mode(s->fw, policy);
+}
+
+int ink_supervisor_reload_policies(ink_supervisor *s, ink_err *err)
+{
+    return ink_firewall_reload_policies(s->fw, err);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *const *want,
@@ -408,6 +512,8 @@ int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *
     }
     if (ink_forwarder_start(NULL, NULL, &s->forwarder, err) < 0)
         goto fail;
+    if (start_firewall(s, want, n, err) < 0)
+        goto fail;
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         ink_workload *w = add_workload(s, want[i]->workload_id);
@@ -417,9 +523,12 @@ int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *
     pthread_mutex_unlock(&s->mu);
     adopt_orphans(s);
     pthread_create(&s->janitor, NULL, janitor_main, s);
+    pthread_create(&s->fw_thread, NULL, firewall_main, s);
+    s->fw_thread_running = true;
     *out = s;
     return 0;
 fail:
+    ink_firewall_close(s->fw);
     free_logins(s);
     ink_forwarder_stop(s->forwarder);
     ink_net_close(s->net);
@@ -446,6 +555,11 @@ void ink_supervisor_stop(ink_supervisor *s)
         pthread_join(w->thread, NULL);
         ink_workload_free(w);
     }
+    if (s->fw_thread_running)
+        pthread_join(s->fw_thread, NULL);
+    /* The table stays: the sandboxes run on, filtered, and the next agent
+     * takes it over. */
+    ink_firewall_close(s->fw);
     ink_forwarder_stop(s->forwarder);
     ink_net_close(s->net);
     ink_image_store_close(s->images);
@@ -494,6 +608,29 @@ size_t ink_supervisor_status(ink_supervisor *s, Ink__V1__WorkloadStatus ***out)
         ws->published_port = st->published_port;
         ws->since_unix_ms = st->since_ms;
         ws->image_digest = ink_xstrdup(st->image_digest);
+        ink_fw_blocked blocked[32];
+        size_t nb = ink_firewall_blocked(s->fw, w->id, blocked, INK_ARRAY_LEN(blocked));
+        if (nb) {
+            ws->egress_blocked = ink_xcalloc(nb, sizeof *ws->egress_blocked);
+            for (size_t b = 0; b < nb; b++) {
+                Ink__V1__EgressBlocked *e = ink_xcalloc(1, sizeof *e);
+                ink__v1__egress_blocked__init(e);
+                e->category = ink_xstrdup(blocked[b].category);
+                e->packets = blocked[b].packets;
+                ws->egress_blocked[b] = e;
+            }
+            ws->n_egress_blocked = nb;
+        }
+        /* What the firewall has to say (a host name that does not
+         * resolve, a policy that went away) when the loop has nothing. */
+        if (!st->reason[0]) {
+            char note[512];
+            ink_firewall_note(s->fw, w->id, note, sizeof note);
+            if (note[0]) {
+                free(ws->reason);
+                ws->reason = ink_xstrdup(note);
+            }
+        }
         v[i++] = ws;
     }
     pthread_mutex_unlock(&s->mu);
@@ -508,6 +645,11 @@ void ink_supervisor_status_free(Ink__V1__WorkloadStatus **st, size_t n)
         free(st[i]->reason);
         free(st[i]->address);
         free(st[i]->image_digest);
+        for (size_t b = 0; b < st[i]->n_egress_blocked; b++) {
+            free(st[i]->egress_blocked[b]->category);
+            free(st[i]->egress_blocked[b]);
+        }
+        free(st[i]->egress_blocked);
         free(st[i]);
     }
     free(st);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "policy.h"
 #include "ink/v1/ink.pb-c.h"
 #include "rpc/rpc.h"
 #include "runsc.h"
@@ -47,6 +48,13 @@ typedef struct ink_supervisor_config {
     int64_t resync_ms;      /* a loop looks again at least this often */
     uint64_t log_max_bytes; /* per log file before rotation */
     int log_keep;           /* rotated files kept */
+    /* Sandboxes get /etc/resolv.conf naming the node resolver (the
+     * gateway) and an /etc/hosts (node-agent/dns/dns.h). */
+    bool dns;
+    /* Egress policies (*.policy) and how often Ink's nftables table is
+     * compared with what was applied (net/firewall.h). */
+    const char *policy_dir;
+    int64_t firewall_resync_ms;
     /* Called (from a workload thread) whenever a workload's reported state
      * changes, so the status can reach the coordinator early. */
     void (*on_change)(void *arg);
@@ -70,6 +78,15 @@ size_t ink_supervisor_status(ink_supervisor *s, Ink__V1__WorkloadStatus ***out);
 void ink_supervisor_status_free(Ink__V1__WorkloadStatus **st, size_t n);
 
 const ink_runsc *ink_supervisor_runsc(const ink_supervisor *s);
+
+/* Reads the egress policies again (SIGHUP). A file with errors changes
+ * nothing (err: FILE:LINE: ...); else the table is re-rendered in one
+ * batch. */
+int ink_supervisor_reload_policies(ink_supervisor *s, ink_err *err);
+/* Which names a workload under that egress policy ("" = default) may have
+ * resolved (policy.h, resolve); a policy that is not loaded: internal
+ * names only (the workload cannot start anyway). */
+ink_pol_resolve ink_supervisor_resolve_mode(ink_supervisor *s, const char *policy);
 
 /* For AgentService: 0 and the workload's log directory (caller frees) and
  * whether its sandbox is running; -1 when there is no such workload. */

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include "firewall.h"
 #include "forward.h"
 #include "image.h"
 #include "logs.h"
@@ -36,6 +37,9 @@ struct ink_supervisor {
     ink_image_store *images;
     ink_net *net;
     ink_forwarder *forwarder;
+    ink_firewall *fw;    /* Ink's nftables table */
+    pthread_t fw_thread; /* drift checks, host names */
+    bool fw_thread_running;
     ink_registry_opts registry;
     struct ink_registry_login *logins; /* registry_credentials */
     size_t nlogins;
@@ -95,6 +99,10 @@ void *ink_workload_main(void *arg);
 void ink_workload_free(ink_workload *w);
 
 Ink__V1__Assignment *ink_assignment_dup(const Ink__V1__Assignment *a);
+
+/* The firewall's view of an assignment with its address (supervisor.c;
+ * points into a). */
+ink_fw_spec ink_supervisor_fw_spec(const Ink__V1__Assignment *a, struct in_addr addr);
 
 /* Sends a log line to the workload's followers (supervisor.c). */
 void ink_followers_publish(ink_supervisor *s, const char *id, const ink_log_line *line);

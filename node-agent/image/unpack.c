@@ -41,6 +41,7 @@
 #include <unistd.h>
 #include <wchar.h>
 
+#include "helper.h"
 #include "util.h"
 
 typedef enum { COMP_NONE, COMP_GZIP, COMP_ZSTD } layer_compression;
@@ -810,44 +811,6 @@ static int drop_capabilities(ink_err *err)
     return 0;
 }
 
-static int cmp_int(const void *a, const void *b)
-{
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x > y) - (x < y);
-}
-
-/* Closes every descriptor but 0, 1, 2 and keep: an inherited descriptor
- * for a directory outside the chroot would be a way out of it. */
-static int close_other_fds(const int *keep, size_t nkeep, ink_err *err)
-{
-    int sorted[16];
-    if (nkeep > INK_ARRAY_LEN(sorted))
-        return ink_err_set(err, EINVAL, "too many descriptors to keep");
-    for (size_t i = 0; i < nkeep; i++)
-        sorted[i] = keep[i];
-    qsort(sorted, nkeep, sizeof *sorted, cmp_int);
-    unsigned lo = 3;
-    for (size_t i = 0; i <= nkeep; i++) {
-        unsigned hi = i < nkeep ? (unsigned)sorted[i] : ~0U;
-        if (i < nkeep && (sorted[i] < 3 || (unsigned)sorted[i] < lo))
-            continue;
-        if (hi > lo && close_range(lo, hi - 1, 0) < 0) {
-            if (errno != ENOSYS)
-                return ink_err_set(err, errno, "close_range");
-            /* Kernels before 5.9. */
-            struct rlimit rl;
-            unsigned top = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (1U << 20)
-                               ? (unsigned)rl.rlim_cur
-                               : (1U << 20);
-            for (unsigned fd = lo; fd < hi && fd < top; fd++)
-                close((int)fd);
-        }
-        if (i < nkeep)
-            lo = (unsigned)sorted[i] + 1;
-    }
-    return 0;
-}
-
 /* What extraction needs: the calls strace shows the child making for the
  * tests' layers (glibc 2.36, libarchive 3.6, x86-64), plus the *at and
  * legacy forms of the same operations so other architectures and libc
@@ -872,43 +835,16 @@ static const char *const allowed_syscalls[] = {
 };
 /* clang-format on */
 
-static int load_seccomp(ink_err *err)
+/* fcntl only for descriptor and status flags. */
+static int add_fcntl_rules(void *ctx, const char **what)
 {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
-    if (!ctx)
-        return ink_err_set(err, 0, "seccomp_init failed");
-    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-    const char *what = "bad-arch action";
-    for (size_t i = 0; rc == 0 && i < INK_ARRAY_LEN(allowed_syscalls); i++) {
-        int nr = seccomp_syscall_resolve_name(allowed_syscalls[i]);
-        what = allowed_syscalls[i];
-        if (nr != __NR_SCMP_ERROR)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-    }
-    if (rc == 0) {
-        what = "mmap";
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
-                              SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    }
-    if (rc == 0) {
-        what = "mprotect";
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
-                              SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    }
     static const int fcntl_ops[] = {F_GETFD, F_SETFD, F_GETFL, F_SETFL};
-    for (size_t i = 0; rc == 0 && i < INK_ARRAY_LEN(fcntl_ops); i++) {
-        what = "fcntl";
+    int rc = 0;
+    *what = "fcntl";
+    for (size_t i = 0; rc == 0 && i < INK_ARRAY_LEN(fcntl_ops); i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
                               SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)fcntl_ops[i]));
-    }
-    if (rc == 0) {
-        what = "loading the filter";
-        rc = seccomp_load(ctx);
-    }
-    seccomp_release(ctx);
-    if (rc < 0)
-        return ink_err_set(err, -rc, "seccomp: %s", what);
-    return 0;
+    return rc;
 }
 
 int ink_unpack_confine(int root_fd, const int *keep_fds, size_t nkeep, ink_err *err)
@@ -924,7 +860,7 @@ int ink_unpack_confine(int root_fd, const int *keep_fds, size_t nkeep, ink_err *
         keep_root |= keep_fds[i] == root_fd;
     if (!keep_root)
         close(root_fd);
-    if (close_other_fds(keep_fds, nkeep, err) < 0)
+    if (ink_helper_close_fds(keep_fds, nkeep, err) < 0)
         return -1;
     /* No core file (it would land in the chroot) and no ptrace from peers. */
     struct rlimit no_core = {0, 0};
@@ -936,5 +872,6 @@ int ink_unpack_confine(int root_fd, const int *keep_fds, size_t nkeep, ink_err *
         return -1;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return ink_err_set(err, errno, "PR_SET_NO_NEW_PRIVS");
-    return load_seccomp(err);
+    return ink_helper_seccomp(allowed_syscalls, INK_ARRAY_LEN(allowed_syscalls), add_fcntl_rules,
+                              err);
 }

@@ -16,7 +16,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "helper.h"
 #include "log.h"
 #include "util.h"
 
@@ -62,96 +62,8 @@ static int find_helper(char *out, size_t outlen, ink_err *err)
     if (set)
         return 0;
 
-    char tried[3][PATH_MAX];
-    size_t ntried = 0;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(tried[ntried++], PATH_MAX, "%s/%s", self, INK_UNPACK_HELPER_NAME);
-            snprintf(tried[ntried++], PATH_MAX, "%s/../libexec/ink/%s", self,
-                     INK_UNPACK_HELPER_NAME);
-        }
-    }
-    snprintf(tried[ntried++], PATH_MAX, "%s", INK_UNPACK_HELPER_PATH);
-    for (size_t i = 0; i < ntried; i++) {
-        struct stat st;
-        if (stat(tried[i], &st) == 0 && S_ISREG(st.st_mode) && access(tried[i], X_OK) == 0) {
-            snprintf(out, outlen, "%s", tried[i]);
-            return 0;
-        }
-    }
-    char list[3 * PATH_MAX + 8] = "";
-    for (size_t i = 0; i < ntried; i++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", tried[i]);
-    return ink_err_set(err, ENOENT, "unpack helper %s not found (tried %s)", INK_UNPACK_HELPER_NAME,
-                       list);
-}
-
-/* The helper needs nothing from the agent's environment (which may hold
- * proxy settings or credentials); only the sanitizers' options pass on, so
- * a sanitizer build behaves the same in the helper. */
-static size_t helper_env(char **env, size_t max)
-{
-    static const char *const passed[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS"};
-    size_t n = 0;
-    for (size_t i = 0; i < INK_ARRAY_LEN(passed) && n + 1 < max; i++) {
-        const char *v = getenv(passed[i]);
-        if (v)
-            env[n++] = ink_xasprintf("%s=%s", passed[i], v);
-    }
-    env[n] = NULL;
-    return n;
-}
-
-/* Starts the helper with argv, keeping the descriptors in keep open across
- * the exec (they are O_CLOEXEC in the agent, so that nothing else it
- * starts inherits them). */
-static int spawn_helper(const char *path, char *const argv[], const int *keep, size_t nkeep,
-                        pid_t *pid, ink_err *err)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int rc = posix_spawn_file_actions_init(&fa);
-    if (rc != 0)
-        return ink_err_set(err, rc, "posix_spawn_file_actions_init");
-    rc = posix_spawnattr_init(&attr);
-    if (rc != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        return ink_err_set(err, rc, "posix_spawnattr_init");
-    }
-    /* dup2 onto the same number clears FD_CLOEXEC in the child only
-     * (glibc 2.29 and later, POSIX.1-2024). */
-    for (size_t i = 0; rc == 0 && i < nkeep; i++)
-        rc = posix_spawn_file_actions_adddup2(&fa, keep[i], keep[i]);
-    /* Signal state as a fresh process has it: the agent blocks signals in
-     * its threads and ignores SIGPIPE. */
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    if (rc == 0)
-        rc = posix_spawnattr_setsigmask(&attr, &none);
-    if (rc == 0)
-        rc = posix_spawnattr_setsigdefault(&attr, &all);
-    if (rc == 0)
-        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char *env[4];
-    size_t nenv = helper_env(env, INK_ARRAY_LEN(env));
-    if (rc == 0) {
-        rc = posix_spawn(pid, path, &fa, &attr, argv, env);
-        if (rc != 0)
-            ink_err_set(err, rc, "starting the unpack helper %s", path);
-    } else {
-        ink_err_set(err, rc, "preparing to start the unpack helper");
-    }
-    for (size_t i = 0; i < nenv; i++)
-        free(env[i]);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc == 0 ? 0 : -1;
+    return ink_helper_find("unpack helper", INK_UNPACK_HELPER_NAME, INK_UNPACK_HELPER_PATH, out,
+                           outlen, err);
 }
 
 /* ------------------------------------------------------------- one layer */
@@ -220,7 +132,7 @@ static int unpack_layer(const char *layer_path, const char *media_type, const ch
 
     int64_t started = ink_mono_ms();
     pid_t pid;
-    if (spawn_helper(helper, argv, keep, INK_ARRAY_LEN(keep), &pid, err) < 0)
+    if (ink_helper_spawn("unpack helper", helper, argv, keep, INK_ARRAY_LEN(keep), &pid, err) < 0)
         return ink_err_wrap(err, "layer %s", layer_path);
     close(report_wr);
     report_wr = -1;

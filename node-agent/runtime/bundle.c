@@ -243,7 +243,7 @@ static json_t *mount(const char *dest, const char *type, const char *source, con
                      "options", options);
 }
 
-static json_t *mounts(void)
+static json_t *mounts(const ink_bundle_spec *spec)
 {
     json_t *m = json_array();
     json_array_append_new(m, mount("/proc", "proc", "proc", "nosuid,noexec,nodev"));
@@ -259,6 +259,13 @@ static json_t *mounts(void)
     json_array_append_new(m, mount("/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777"));
     json_array_append_new(m, mount("/var/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777"));
     json_array_append_new(m, mount("/run", "tmpfs", "tmpfs", "nosuid,nodev,mode=755"));
+    /* Files from the agent, read-only: the app cannot change where it
+     * resolves names. */
+    const char *binds[][2] = {{"/etc/resolv.conf", spec->resolv_conf}, {"/etc/hosts", spec->hosts}};
+    for (size_t i = 0; i < INK_ARRAY_LEN(binds); i++)
+        if (binds[i][1])
+            json_array_append_new(
+                m, mount(binds[i][0], "bind", binds[i][1], "bind,ro,nosuid,nodev,noexec"));
     return m;
 }
 
@@ -315,6 +322,9 @@ int ink_bundle_config(const ink_bundle_spec *spec, char **out, ink_err *err)
     const ink_image_config *img = spec->image;
     if (!spec->rootfs || spec->rootfs[0] != '/')
         return ink_err_set(err, 0, "rootfs must be an absolute path");
+    if ((spec->resolv_conf && spec->resolv_conf[0] != '/') ||
+        (spec->hosts && spec->hosts[0] != '/'))
+        return ink_err_set(err, 0, "resolv.conf and hosts must be absolute paths");
     cleanup_json json_t *args = process_args(a, img, err);
     if (!args)
         return -1;
@@ -367,7 +377,7 @@ int ink_bundle_config(const ink_bundle_spec *spec, char **out, ink_err *err)
     cleanup_json json_t *cfg = json_pack(
         "{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o, s:o}", "ociVersion", "1.0.2", "process", process,
         "root", "path", spec->rootfs, "readonly", 1, "hostname", *a->app ? a->app : a->workload_id,
-        "mounts", mounts(), "linux", linux_, "annotations", annotations);
+        "mounts", mounts(spec), "linux", linux_, "annotations", annotations);
     if (!cfg)
         return ink_err_set(err, 0, "building config.json failed (invalid UTF-8 in the spec?)");
     *out = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

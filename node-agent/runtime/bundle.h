@@ -9,6 +9,8 @@
  *     in the bounding, effective and permitted sets; nothing inheritable or
  *     ambient; noNewPrivileges;
  *   - a read-only root filesystem with tmpfs on /tmp, /run and /var/tmp;
+ *   - /etc/resolv.conf and /etc/hosts from the agent, read-only, when the
+ *     spec names them (the node resolver; see node-agent/dns/dns.h);
  *   - masked and read-only /proc and /sys paths, no host devices;
  *   - limits: memory, CPU quota (and shares), processes. The CPU quota in
  *     config.json may be a boot quota above the app's own (a startup CPU
@@ -46,6 +48,11 @@ typedef struct ink_bundle_spec {
     const char *netns_path;   /* network namespace to join, or NULL for a new one */
     const char *cgroup;       /* host cgroup (cgroupsPath), or NULL for runsc's default */
     uint32_t boot_cpu_millis; /* CPU quota while booting, when above the app's; 0 = none */
+    /* Host files bind-mounted read-only at /etc/resolv.conf and /etc/hosts
+     * (the node resolver's address, localhost and the app's own name), or
+     * NULL to leave the image's own. */
+    const char *resolv_conf;
+    const char *hosts;
 } ink_bundle_spec;
 
 /* The app's CPU limit in millicores (the default when it sets none). */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -272,29 +273,76 @@ static void cmd_free(cmd *c)
     free(c->errout);
 }
 
-/* The last error runsc logged (JSON lines in --log), or its stderr. */
+/* The last warning or error line ("W..." / "E..." in Go's text format)
+ * of the newest file in runsc's --debug-log directory: where the sandbox's
+ * own processes (boot, gofer) say why they ended. */
+static void debug_log_error(const char *dir, char *out, size_t outlen)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    int64_t newest = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        cleanup_free char *path = ink_xasprintf("%s/%s", dir, e->d_name);
+        struct stat st;
+        cleanup_free char *text = NULL;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) ||
+            (int64_t)st.st_mtime * 1000000000 + st.st_mtim.tv_nsec <= newest ||
+            ink_read_file(path, 4 << 20, &text, NULL, NULL) < 0)
+            continue;
+        const char *last = NULL;
+        for (char *line = text; line && *line;) {
+            char *next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
+            if ((line[0] == 'W' || line[0] == 'E' || line[0] == 'F') && strchr(line, ']'))
+                last = line;
+            line = next;
+        }
+        if (last) {
+            newest = (int64_t)st.st_mtime * 1000000000 + st.st_mtim.tv_nsec;
+            const char *msg = strchr(last, ']') + 1;
+            snprintf(out, outlen, "%s", msg + strspn(msg, " "));
+        }
+    }
+    closedir(d);
+}
+
+/* Why runsc failed: the last error it logged (JSON lines in --log), else
+ * its last warning there, else its stderr, else the last warning of the
+ * sandbox's own logs. */
 static void runsc_error(cmd *c, char *out, size_t outlen)
 {
     out[0] = '\0';
+    char warning[400] = "";
     const char *text = c->errout;
     cleanup_free char *log = NULL;
-    if (c->log_path && ink_read_file(c->log_path, 1 << 20, &log, NULL, NULL) == 0) {
+    if (c->log_path && ink_read_file(c->log_path, 4 << 20, &log, NULL, NULL) == 0) {
         char *save = NULL;
         for (char *line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-            json_t *j = json_loads(line, 0, NULL);
+            json_t *j = json_loads(line, JSON_ALLOW_NUL, NULL);
             const char *lvl = json_string_value(json_object_get(j, "level"));
             const char *msg = json_string_value(json_object_get(j, "msg"));
             if (lvl && msg && (strcmp(lvl, "error") == 0 || strcmp(lvl, "fatal") == 0))
                 snprintf(out, outlen, "%s", msg);
+            else if (lvl && msg && strncmp(lvl, "warn", 4) == 0)
+                snprintf(warning, sizeof warning, "%s", msg);
             json_decref(j);
         }
     }
+    if (!out[0] && warning[0])
+        snprintf(out, outlen, "%s", warning);
     if (!out[0] && text) {
         snprintf(out, outlen, "%s", text);
         size_t n = strlen(out);
         while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
             out[--n] = '\0';
     }
+    if (!out[0] && c->debug_log)
+        debug_log_error(c->debug_log, out, outlen);
 }
 
 static int check_exit(cmd *c, const char *what, const char *id, ink_err *err)

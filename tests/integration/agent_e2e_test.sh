@@ -67,7 +67,8 @@ A=("$AGENT" --node-id=node-e2e --coordinator=127.0.0.1:7440 --listen=127.0.0.1:7
 	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-e2e.crt"
 	--tls-key="$PKI/node-e2e.key" --reconnect-initial=100ms --reconnect-max=1s
 	--runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR" --workload-cidr=10.251.0.0/24
-	--insecure-registries="$REG,$PRIV" --registry-credentials="$T/credentials" --stop-grace=2s --resync=1s --log-level=debug)
+	--insecure-registries="$REG,$PRIV" --registry-credentials="$T/credentials" --stop-grace=2s --resync=1s --log-level=debug
+	--policy-dir="$(node_policies)")
 start_agent() {
 	"${IN[@]}" "${A[@]}" run >>"$T/agent.log" 2>&1 &
 	AGENT_PID=$!
@@ -116,6 +117,28 @@ grep -q 'Starting gVisor' <(call exec "$WEB" 10 "" -- /bin/busybox dmesg) ||
 	fail "workload is not running under gVisor"
 ok "deployed: HTTP 200 through published port 18080 and at $WEB_ADDR ($((SECONDS - t0))s)"
 
+# --- egress (node-agent/net/firewall.c; firewall_test.sh covers the rest) ---
+# From inside the gVisor sandbox, the node's own addresses are dropped and
+# counted (here the published port on the gateway), and `ink-agent policy
+# show` says so for this workload.
+wexec() { call exec "$WEB" 10 "" -- /bin/sh -c "$1"; }
+[ "$(wexec 'nc -w 2 10.251.0.1 18080 </dev/null >/dev/null 2>&1 && echo open || echo blocked')" = blocked ] ||
+	fail "the workload reaches the node's published port on the gateway"
+pshow() { in_node "$AGENT" --state-dir="$T/agent" policy show; }
+pshow >"$T/policy-show.txt" || fail "policy show: $(cat "$T/policy-show.txt")"
+sed -n "/^workload $WEB /,/^\$/p" "$T/policy-show.txt" | has 'dropped .*node [1-9]' ||
+	fail "policy show has no node drops for $WEB: $(cat "$T/policy-show.txt")"
+has '^  policy    default$' <"$T/policy-show.txt" || fail "policy show: no default policy"
+# Someone flushes the ruleset: the agent restores its table within
+# firewall_resync (2s); SIGHUP reloads the policies.
+in_node nft flush ruleset
+wait_until 10 "table inet ink restored" in_node nft list table inet ink
+grep -q 'msg="firewall table changed outside Ink: restoring it".*table inet ink is gone' \
+	"$T/agent.log" || fail "no restore logged"
+kill -HUP "$AGENT_PID"
+wait_until 10 "policies reloaded" grep -q 'msg="egress policies reloaded"' "$T/agent.log"
+ok "egress: the node is unreachable from the sandbox (counted, policy show), a flushed ruleset is restored, SIGHUP reloads"
+
 CG=/sys/fs/cgroup/memory/ink/$WEB
 [ "$(cat "$CG/memory.limit_in_bytes")" = $((128 << 20)) ] || fail "memory limit not applied"
 [ "$(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us)" = 50000 ] ||
@@ -132,7 +155,7 @@ ok "cgroup limits: memory 128M, CPU 0.5 (booted with 1 CPU), pids"
 # --- env and secret env -------------------------------------------------------
 ENVW="$P-web-env" # the web's id is a prefix of it: runsc must still tell them apart
 put "$ENVW" --image "$REG/busybox:1" --port 8080 --publish 18081 --env APP_MODE=test \
-	--secret-env API_TOKEN=s3cr3t -- /bin/sh -c \
+	--project e2e --app env --secret-env API_TOKEN=s3cr3t -- /bin/sh -c \
 	'mkdir -p /tmp/www && echo "greeting=$GREETING mode=$APP_MODE token=$API_TOKEN port=$PORT" >/tmp/www/index.html && exec httpd -f -v -p $PORT -h /tmp/www'
 wait_until 60 "$ENVW running" state_is running "$ENVW"
 body=$(http http://127.0.0.1:18081/)
@@ -140,6 +163,21 @@ body=$(http http://127.0.0.1:18081/)
 ! "${C[@]}" workload ls --json | has s3cr3t || fail "secret shown by workload ls"
 ! grep -q s3cr3t "$T/agent.log" "$T/coordinator.log" || fail "secret in a daemon log"
 ok "image env, app env and secret env reach the app"
+
+# --- names (node-agent/dns; dns_test.sh covers the rest) ----------------------
+# From inside the gVisor sandbox: resolv.conf names the node resolver on the
+# gateway, which answers env.internal (app "env" of project "e2e") with its
+# replica's address, and names no app of the project has with NXDOMAIN.
+envexec() { call exec "$ENVW" 10 "" -- /bin/sh -c "$1" 2>&1; }
+ENVW_ADDR=$(wl address "$ENVW")
+envexec 'cat /etc/resolv.conf' | has '^nameserver 10.251.0.1$' || fail "resolv.conf: $(envexec 'cat /etc/resolv.conf')"
+envexec 'cat /etc/hosts' | has "^$ENVW_ADDR[[:space:]]env\$" || fail "hosts: $(envexec 'cat /etc/hosts')"
+out=$(envexec 'nslookup -type=A env.internal') || true
+grep -q "^Address: $ENVW_ADDR\$" <<<"$out" || fail "env.internal from the sandbox: $out"
+out=$(envexec 'nslookup -type=A nope.internal') || true
+grep -q NXDOMAIN <<<"$out" || fail "nope.internal from the sandbox: $out"
+grep -q 'msg="workload DNS resolver serving"' "$T/agent.log" || fail "no resolver start logged"
+ok "names: from the sandbox, env.internal is its replica's address ($ENVW_ADDR), nope.internal NXDOMAIN"
 
 # --- exec, logs, metrics -------------------------------------------------------
 out=$(call exec "$WEB" 10 "" -- /bin/sh -c 'echo out; echo err >&2; exit 7' 2>"$T/exec.err") && rc=0 || rc=$?

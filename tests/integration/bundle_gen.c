@@ -2,7 +2,10 @@
  * whose Cmd is `sh -c SCRIPT`, with the given pids limit and env, so the
  * test can run it under the real runsc.
  *
- *   bundle_gen ROOTFS PIDS SCRIPT [NAME=VALUE ...] > config.json */
+ *   bundle_gen ROOTFS PIDS SCRIPT [NAME=VALUE ...] > config.json
+ *
+ * INK_BUNDLE_RESOLV_CONF and INK_BUNDLE_HOSTS (host paths) are mounted at
+ * /etc/resolv.conf and /etc/hosts when set. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +45,12 @@ int main(int argc, char **argv)
     }
     a.secret_env = ptrs;
     a.n_secret_env = (size_t)nenv;
-    ink_bundle_spec spec = {.assignment = &a, .image = &img, .rootfs = argv[1]};
+    /* The agent's resolv.conf and hosts, when the test gives them. */
+    ink_bundle_spec spec = {.assignment = &a,
+                            .image = &img,
+                            .rootfs = argv[1],
+                            .resolv_conf = getenv("INK_BUNDLE_RESOLV_CONF"),
+                            .hosts = getenv("INK_BUNDLE_HOSTS")};
     char *out = NULL;
     ink_err err = {0};
     int rc = ink_bundle_config(&spec, &out, &err);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The config.json ink-agent generates, run by the real runsc (gVisor):
 # read-only root with writable /tmp, only CAP_NET_BIND_SERVICE, no new
-# privileges, env and secret env delivered, pids limit enforced.
+# privileges, the agent's resolv.conf and hosts mounted read-only, env and
+# secret env delivered, pids limit enforced.
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "needs root (runsc creates sandboxes and cgroups)"
@@ -26,7 +27,8 @@ cleanup_sandboxes() {
 		done
 	done
 }
-trap 'cleanup_sandboxes; cleanup' EXIT
+# cleanup reports and exits with the script's status: keep it past cleanup_sandboxes.
+trap 'rc=$?; cleanup_sandboxes; (exit $rc); cleanup' EXIT
 
 # run_sandbox ID PIDS SCRIPT [ENV...]: prints the workload's output
 run_sandbox() {
@@ -54,6 +56,29 @@ grep -q 'CapEff:.*0000000000000400' <<<"$out" || fail "effective caps: $out"
 grep -q 'CapBnd:.*0000000000000400' <<<"$out" || fail "bounding caps: $out"
 grep -q 'CapInh:.*0000000000000000' <<<"$out" || fail "inheritable caps: $out"
 ok "only CAP_NET_BIND_SERVICE"
+
+# The agent's resolv.conf and hosts are file bind mounts: gVisor must show
+# them, read-only, also in an image without /etc (runsc makes the mount
+# point inside the rootfs, as for /tmp).
+printf 'nameserver 10.9.9.1\noptions ndots:1 timeout:2 attempts:2\n' >"$T/resolv.conf"
+printf '127.0.0.1\tlocalhost\n10.9.9.7\tbundle-test\n' >"$T/hosts"
+for etc in with-etc without-etc; do
+	[ "$etc" = without-etc ] && mv "$ROOTFS/etc" "$T/etc.saved"
+	out=$(INK_BUNDLE_RESOLV_CONF="$T/resolv.conf" INK_BUNDLE_HOSTS="$T/hosts" \
+		run_sandbox "t-dns-$etc" 64 'cat /etc/resolv.conf /etc/hosts;
+		echo x >/etc/resolv.conf || echo resolv-ro; echo x >>/etc/hosts || echo hosts-ro')
+	grep -q '^nameserver 10.9.9.1$' <<<"$out" || fail "$etc: resolv.conf not mounted: $out"
+	grep -q '^options ndots:1 timeout:2 attempts:2$' <<<"$out" || fail "$etc: resolv.conf: $out"
+	grep -q '^10.9.9.7.bundle-test$' <<<"$out" || fail "$etc: hosts not mounted: $out"
+	grep -q resolv-ro <<<"$out" || fail "$etc: resolv.conf is writable: $out"
+	grep -q hosts-ro <<<"$out" || fail "$etc: hosts is writable: $out"
+	grep -q '^nameserver 10.9.9.1$' "$T/resolv.conf" || fail "the host file changed"
+	if [ "$etc" = without-etc ]; then
+		rm -rf "$ROOTFS/etc"
+		mv "$T/etc.saved" "$ROOTFS/etc"
+	fi
+done
+ok "resolv.conf and hosts from the agent: file bind mounts, read-only (also without /etc in the image)"
 
 out=$(run_sandbox t-env 64 'echo "port=$PORT secret=$API_TOKEN"' API_TOKEN=s3cr3t)
 grep -q 'port=8080 secret=s3cr3t' <<<"$out" || fail "env not delivered: $out"

@@ -14,7 +14,20 @@ cleanup() {
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	if [ $rc -ne 0 ]; then
 		echo "--- logs of the failed run ---"
-		for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 40 "$f"; }; done
+		for f in "$T"/*.log; do
+			[ -f "$f" ] || continue
+			echo "== $f: warnings and errors"
+			grep -E 'level=(warn|error)' "$f" | tail -n 60 || true
+			echo "== $f: last lines"
+			tail -n 40 "$f"
+		done
+		# What runsc and the workloads said: runsc's own errors go to the
+		# workload's stderr when it fails to start one.
+		find "$T" \( -name '*.runsc.log' -o -path '*/logs/*' \) -type f -size +0 2>/dev/null |
+			head -n 40 | while read -r f; do
+				echo "== $f"
+				tail -n 15 "$f"
+			done
 	fi
 	rm -rf "$T"
 	exit $rc

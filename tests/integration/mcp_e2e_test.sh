@@ -9,19 +9,25 @@
 #           test), pushed to Debian's docker-registry with skopeo;
 #   daemons the coordinator (config file with mcp_listen on loopback) and
 #           an agent, mutual TLS, as in agent_e2e;
-#   keys    deployer and reader for project "demo", deployer for "other".
+#   keys    deployer and reader for project "demo", deployer for "other";
+#   net     a stand-in for the internet (below), so that egress policies
+#           decide about real traffic.
 #
 # The suite (see its header) deploys, inspects, updates with a rolling
 # update polled throughout, and deletes apps over HTTP, a shorter flow over
 # stdio, checks reader and other-project keys, errors and idempotent
 # retries, and kills the coordinator with kill -9 mid-deploy, starting it
-# again through $T/start-coordinator (which rewrites $T/coordinator.pid).
-# Afterwards this script checks that the secret env value is in no log and
-# not in the database in plain text, the audit chain, and that nothing is
-# left running. About 30 s.
+# again through $T/start-coordinator (which rewrites $T/coordinator.pid),
+# and deploys apps with egress policies deny-all, allowlist and one the node
+# does not have, connecting from inside their sandboxes (exec_command) to
+# see what the policy lets through and what it counts. Afterwards this
+# script checks that the secret env value is in no log and not in the
+# database in plain text, the audit chain, and that nothing is left
+# running. About 45 s.
 #
-# Safety: everything lives in a network namespace this test creates, with no
-# uplink; cleanup removes sandboxes, cgroups, mounts and the namespace even
+# Safety: everything lives in two network namespaces this test creates: the
+# node's, and behind its default route the "internet" stand-in's, with no
+# uplink; cleanup removes sandboxes, cgroups, mounts and the namespaces even
 # on failure. INK_E2E_KEEP_LOGS=DIR keeps the daemons' logs and the suite's
 # output (node.log) of a failed run.
 . "$(dirname "$0")/lib.sh"
@@ -46,13 +52,48 @@ node_init ink-mcp
 # is not in PIDS: kill it by its pid file. node_cleanup kills whatever else
 # is left in the namespace.
 mcp_cleanup() {
-	local rc=$?
+	local rc=$? p
 	set +e
 	[ -f "$T/coordinator.pid" ] && kill -9 "$(cat "$T/coordinator.pid")" 2>/dev/null
+	if [ -e "/run/netns/$NET" ]; then
+		# its httpd, started by this script: kill and reap (no job notice)
+		for p in $(ip netns pids "$NET" 2>/dev/null); do { kill -9 "$p" && wait "$p"; } 2>/dev/null; done
+		ip netns del "$NET" 2>/dev/null
+	fi
 	(exit $rc)
 	node_cleanup
 }
+NET="$NODE-net"
 trap mcp_cleanup EXIT
+
+# --- a stand-in for the internet ----------------------------------------------
+# Without a default route the node discards packets to outside addresses
+# before any firewall sees them, and an egress policy would decide nothing.
+# So the node's default route leads over a veth pair (up0, no address: the
+# node's addresses stay what the agent reports) to a second namespace with
+# two "public" TEST-NET-2 addresses and the cloud metadata address, all
+# served by one busybox httpd on port 80. What a policy lets through gets
+# the page; what it blocks times out, counted by the agent. Nothing leaves
+# the two namespaces.
+NET_A=198.51.100.7
+NET_B=198.51.100.9
+NET_METADATA=169.254.169.254
+NET_BODY="ink mcp e2e internet $P"
+ip netns add "$NET"
+ip -n "$NODE" link add up0 type veth peer name net0 netns "$NET"
+ip -n "$NODE" link set up0 up
+ip -n "$NODE" route add default dev up0
+ip -n "$NET" link set lo up
+ip -n "$NET" link set net0 up
+for a in "$NET_A" "$NET_B" "$NET_METADATA"; do ip -n "$NET" addr add "$a/32" dev net0; done
+ip -n "$NET" route add default dev net0
+mkdir -p "$T/net-www"
+echo "$NET_BODY" >"$T/net-www/index.html"
+nsenter --net="/run/netns/$NET" busybox httpd -f -p 80 -h "$T/net-www" &
+PIDS+=($!)
+net_up() { nsenter --net="/run/netns/$NET" curl -sf "http://$NET_A/" | has -F "$NET_BODY"; }
+wait_until 10 "the internet stand-in answers" net_up
+ok "internet stand-in behind the node's default route: $NET_A, $NET_B and $NET_METADATA"
 
 # --- images -------------------------------------------------------------------
 BODY_V1="ink mcp e2e v1 $P"
@@ -112,7 +153,7 @@ wait_until 10 "MCP endpoint on $MCP_ADDR" mcp_up
 	--tls-key="$PKI/node-mcp.key" --reconnect-initial=100ms --reconnect-max=1s \
 	--runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR" --workload-cidr=10.252.0.0/24 \
 	--insecure-registries="$REG" --stop-grace=2s --resync=1s --log-level=debug \
-	run >>"$T/agent.log" 2>&1 &
+	--policy-dir="$(node_policies)" run >>"$T/agent.log" 2>&1 &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")
 node_ready() { "${C[@]}" nodes | has '^node-mcp  *ready'; }
@@ -151,6 +192,8 @@ t0=$SECONDS
 		INK_E2E_BODY_V1="$BODY_V1" INK_E2E_BODY_V2="$BODY_V2" INK_E2E_SECRET="$SECRET" \
 		INK_E2E_PREFIX="$P" INK_E2E_COORD_PIDFILE="$T/coordinator.pid" \
 		INK_E2E_COORD_START="$T/start-coordinator" \
+		INK_E2E_NET_A="$NET_A" INK_E2E_NET_B="$NET_B" INK_E2E_NET_METADATA="$NET_METADATA" \
+		INK_E2E_NET_BODY="$NET_BODY" \
 		node --test --test-reporter=spec mcp_e2e.test.mjs
 ) >"$T/node.log" 2>&1 || {
 	cat "$T/node.log"

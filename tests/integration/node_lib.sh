@@ -25,6 +25,19 @@ node_init() {
 
 in_node() { "${IN[@]}" "$@"; }
 
+# node_policies: the source tree's egress policies copied to $T/policies,
+# owned by root and not writable by others (the agent refuses policy files
+# anyone else could change: a checkout may belong to a user); prints the
+# directory, for --policy-dir.
+node_policies() {
+	local src
+	src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/policies
+	mkdir -p "$T/policies"
+	install -m 0644 "$src"/*.policy "$T/policies/"
+	chmod 0755 "$T/policies"
+	echo "$T/policies"
+}
+
 # Unmounts and removes every namespace mount in DIR, then DIR's own mount.
 netns_mounts_cleanup() {
 	local dir=$1 f
@@ -43,6 +56,18 @@ node_cleanup() {
 	set +e
 	if [ $rc -ne 0 ] && [ -n "${NODE_KEEP_LOGS:-}" ]; then
 		mkdir -p "$NODE_KEEP_LOGS" && cp "$T"/*.log "$NODE_KEEP_LOGS"/
+	fi
+	if [ $rc -ne 0 ] && [ -d "$RUNSC_ROOT" ]; then
+		# runsc's own logs are under RUNDIR, removed below: its errors, and
+		# the warnings of the sandboxes' processes (boot, gofer).
+		find "$RUNSC_ROOT" -type f -name '*.runsc.log' -size +0 2>/dev/null | head -n 20 |
+			while read -r f; do
+				echo "== $f"
+				tail -n 5 "$f"
+			done
+		find "$RUNSC_ROOT" -type f -path '*.logs/*' 2>/dev/null | while read -r f; do
+			grep -E '^[WEF][0-9]{4} ' "$f" | grep -v RLIMIT_MEMLOCK | tail -n 5 | sed "s|^|$(basename "$f"): |"
+		done | tail -n 60
 	fi
 	# kill and reap: no "Killed" job notices
 	for p in "${PIDS[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null; done

@@ -22,6 +22,11 @@
 //                          removes the cgroups of workloads named so)
 //   INK_E2E_COORD_PIDFILE  pid of the running coordinator (kill -9 test)
 //   INK_E2E_COORD_START    command that starts it again (and rewrites the pid file)
+//   INK_E2E_NET_A, INK_E2E_NET_B, INK_E2E_NET_METADATA
+//                          addresses of the "internet" stand-in behind the
+//                          node's default route (two public ones and the
+//                          cloud metadata address), each serving on port 80
+//   INK_E2E_NET_BODY       what their page says
 //
 // Without them (a plain `node --test` in tests/node) the suite is skipped.
 
@@ -55,6 +60,10 @@ const REQUIRED = [
   'INK_E2E_PREFIX',
   'INK_E2E_COORD_PIDFILE',
   'INK_E2E_COORD_START',
+  'INK_E2E_NET_A',
+  'INK_E2E_NET_B',
+  'INK_E2E_NET_METADATA',
+  'INK_E2E_NET_BODY',
 ];
 const missing = REQUIRED.filter((k) => !E[k]);
 const SKIP = missing.length
@@ -193,11 +202,112 @@ function assertRunning(sc, app, what) {
 
 const names = (list) => list.apps.map((a) => a.app);
 
+// ------------------------------------------------------------ egress helpers
+
+// The address of the app's running workload (as its node reports it).
+async function addressOf(app) {
+  const w = (await workloadsOf(app)).find((x) => x.state === 'running');
+  assert.match(w?.address ?? '', /^\d+\.\d+\.\d+\.\d+$/, `${app}: ${JSON.stringify(w)}`);
+  return w.address;
+}
+
+// The sandbox's gateway: the node, seen from inside.
+async function gatewayOf(client, app) {
+  const x = await ok(client, 'exec_command', { name: app, command: ['busybox', 'ip', 'route'] });
+  const gateway = /default via (\d+\.\d+\.\d+\.\d+)/.exec(x.stdout)?.[1];
+  assert.ok(gateway, `${app}: no default route in: ${x.stdout}${x.stderr}`);
+  return gateway;
+}
+
+// From inside the app's sandbox, an HTTP request to each 'ADDR PORT' target
+// at once (busybox nc, 1 s to connect); returns {target: 'open: <the last
+// line of the answer>' or 'blocked: <nc's message>'}. What an egress policy
+// drops times out (no refusal comes back).
+const PROBE = `for t in "$@"; do
+  (out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 1 $t 2>&1) &&
+    echo "$t: open: $(echo "$out" | tail -n 1)" || echo "$t: blocked: $out") &
+done
+wait`;
+
+async function probe(client, app, targets) {
+  const x = await ok(client, 'exec_command', {
+    name: app,
+    command: ['sh', '-c', PROBE, 'probe', ...targets],
+    timeout_s: 15,
+  });
+  const got = {};
+  for (const t of targets) {
+    const line = x.stdout.split('\n').find((l) => l.startsWith(`${t}: `));
+    got[t] = line ? line.slice(t.length + 2) : `no result: ${x.stdout}${x.stderr}`;
+  }
+  return got;
+}
+
+function assertOpen(got, target, body, what) {
+  assert.match(got[target], /^open: /, `${what}: ${target} should answer: ${got[target]}`);
+  assert.ok(got[target].includes(body), `${what}: ${target} answered ${got[target]}`);
+}
+
+function assertBlocked(got, target, what) {
+  const why = `${what}: ${target} should be dropped (time out): ${got[target]}`;
+  assert.match(got[target], /^blocked: .*timed out/, why);
+}
+
+// "replica web-1a2b3c4d on node n1: egress blocked 3 packets (metadata)"
+const blockedEvent = (rep, category) =>
+  new RegExp(
+    `^replica ${rep.id} on node ${rep.node}: egress blocked ([1-9][0-9]*) packets? \\(${category}\\)$`,
+  );
+
+// Events of the app telling blocked packets of replica rep in category.
+const toldEvents = (d, rep, category) =>
+  d.events.filter((e) => blockedEvent(rep, category).test(e.message));
+
+// Polls get_app_details until the replica (by id, or the first running one)
+// shows packets blocked in each category, each told in an event; returns
+// {d, rep}.
+async function egressBlocked(client, app, categories, id) {
+  let last;
+  try {
+    return await until(
+      `get_app_details of ${app} to show egress blocked (${categories.join(', ')})`,
+      async () => {
+        const d = await ok(client, 'get_app_details', { name: app });
+        const rep = d.replica_status.find((r) => (id ? r.id === id : r.state === 'running'));
+        last = { replica: rep, events: d.events.map((e) => e.message) };
+        const counted = (c) => rep.egress_blocked[c] > 0 && toldEvents(d, rep, c).length > 0;
+        return rep && categories.every(counted) && { d, rep };
+      },
+      20_000,
+      250,
+    );
+  } catch (e) {
+    e.message += `\nlast seen: ${JSON.stringify(last)}`;
+    throw e;
+  }
+}
+
+// Deletes the app and waits until its workloads are gone. For finally
+// blocks: a failure is logged, not thrown, so that it does not hide the
+// test's own; the driver script fails the run on any workload left.
+async function deleteAndWait(client, app) {
+  try {
+    await call(client, 'delete_app', { name: app });
+    await until(`workloads of ${app} removed`, async () => (await workloadsOf(app)).length === 0);
+  } catch (e) {
+    console.log(`# deleting ${app}: ${e.message}`);
+  }
+}
+
 // ------------------------------------------------------------------- suite
 
 describe('MCP end to end', { skip: SKIP }, () => {
   const P = E.INK_E2E_PREFIX;
   const WEB = `${P}-web`;
+  // 'ADDR PORT' targets for probe(): the internet stand-in's httpd
+  const NET_A = `${E.INK_E2E_NET_A} 80`;
+  const NET_B = `${E.INK_E2E_NET_B} 80`;
+  const METADATA = `${E.INK_E2E_NET_METADATA} 80`;
   let http; // deployer, project demo
   let webUrl;
   let webOp;
@@ -530,6 +640,259 @@ describe('MCP end to end', { skip: SKIP }, () => {
     const n = await ok(http, 'list_nodes', {});
     assert.ok(n.nodes.length >= 1);
     assert.ok(n.nodes.some((x) => x.status === 'ready'), JSON.stringify(n));
+  });
+
+  it('egress deny-all: serves; the internet, the node and other projects are blocked and counted', async () => {
+    assert.ok(webUrl, 'create_app failed');
+    const app = `${P}-deny`;
+    const tenant = `${P}-tenant`; // an app of project "other", default policy
+    const other = await connectHttp(E.INK_E2E_KEY_OTHER, 'other-egress');
+    try {
+      const { sc } = await deploy(http, 'create_app', {
+        name: app,
+        image: E.INK_E2E_IMAGE_V1,
+        port: 80,
+        egress: 'deny-all',
+        cpu: 0.5, // probe() runs a few processes: quicker than at the default 0.25
+      });
+      assertRunning(sc, app, 'create_app egress deny-all');
+      assert.equal((await get(sc.url)).status, 200); // ingress is not egress
+      const d = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d.egress, 'deny-all');
+      assert.deepEqual(d.egress_allow, []);
+      const item = (await ok(http, 'list_apps', {})).apps.find((a) => a.app === app);
+      assert.equal(item?.egress, 'deny-all', JSON.stringify(item));
+      const t = await deploy(other, 'create_app', {
+        name: tenant,
+        image: E.INK_E2E_IMAGE_V1,
+        port: 80,
+      });
+      assertRunning(t.sc, tenant, 'create_app in project other');
+
+      const [mine, theirs, web] = await Promise.all([app, tenant, WEB].map(addressOf));
+      const node = `${await gatewayOf(http, app)} ${new URL(sc.url).port}`; // its published port
+      const otherProject = `${theirs} 80`;
+      const sameProject = `${web} 80`; // allowed
+      // The default policy, the tenant's, at the same time: the internet
+      // yes; the metadata service and other projects' apps no.
+      const [got, got2] = await Promise.all([
+        probe(http, app, [NET_A, METADATA, node, otherProject, sameProject]),
+        probe(other, tenant, [NET_A, METADATA, `${mine} 80`]),
+      ]);
+      console.log(`# deny-all, from inside the sandbox: ${JSON.stringify(got)}`);
+      for (const target of [NET_A, METADATA, node, otherProject])
+        assertBlocked(got, target, 'deny-all');
+      assertOpen(got, sameProject, P, 'deny-all, an app of its own project');
+      assertOpen(got2, NET_A, E.INK_E2E_NET_BODY, 'default policy, the internet');
+      assertBlocked(got2, METADATA, 'default policy');
+      assertBlocked(got2, `${mine} 80`, 'default policy, another project');
+      // deny-all's own category and the node's (a fixed chain); default's.
+      const [d1, d2] = await Promise.all([
+        egressBlocked(http, app, ['deny-all', 'node']),
+        egressBlocked(other, tenant, ['metadata', 'tenant']),
+      ]);
+      const counts = [d1, d2].map((x) => JSON.stringify(x.rep.egress_blocked));
+      console.log(`# egress_blocked: deny-all ${counts[0]}, default ${counts[1]}`);
+    } finally {
+      await Promise.all([deleteAndWait(http, app), deleteAndWait(other, tenant)]);
+      await other.close();
+    }
+  });
+
+  it('egress allowlist: canonical entries, bad ones refused; only they pass, never metadata', async () => {
+    const app = `${P}-allow`;
+    const image = E.INK_E2E_IMAGE_V1;
+    const [a, b, meta] = [E.INK_E2E_NET_A, E.INK_E2E_NET_B, E.INK_E2E_NET_METADATA];
+    // one of them twice (once as a /32), another as a /32: stored canonical,
+    // sorted, once each
+    const entries = [
+      `${a}:80`,
+      `${meta}:80`,
+      '203.0.113.0/24',
+      '10.20.0.1/32:8000-8099',
+      `${a}/32:80`,
+    ];
+    const canonical = [`${a}:80`, `${meta}:80`, '203.0.113.0/24', '10.20.0.1:8000-8099'].sort();
+
+    // Bad entries are refused naming them; nothing is created.
+    const bad = `${P}-badallow`;
+    const badApp = { name: bad, image, port: 80, egress: 'allowlist' };
+    for (const [entry, why] of [
+      ['300.1.1.1:80', /neither an IPv4 address, a CIDR nor a host name/],
+      [`${a}:99999`, /'99999' is not a port/],
+      ['10.0.0.1/8:443', /host bits are set; did you mean 10\.0\.0\.0\/8\?/],
+      ['[2001:db8::1]:443', /IPv6/],
+      ['', /egress_allow\[1\]/], // the input schema: minLength 1
+    ]) {
+      const msg = await refused(http, 'create_app', {
+        ...badApp,
+        egress_allow: [`${a}:80`, entry],
+      });
+      if (entry)
+        assert.ok(msg.includes(`'${entry}'`), `the message does not name '${entry}': ${msg}`);
+      assert.match(msg, why, msg);
+      console.log(`# egress_allow ${JSON.stringify(entry)}: ${msg}`);
+    }
+    let msg = await refused(http, 'create_app', badApp);
+    assert.match(msg, /egress 'allowlist' needs egress_allow/, msg);
+    msg = await refused(http, 'create_app', {
+      ...badApp,
+      egress: 'deny-all',
+      egress_allow: [`${a}:80`],
+    });
+    assert.match(msg, /egress_allow only applies with egress 'allowlist'/, msg);
+    assert.ok(!names(await ok(http, 'list_apps', {})).includes(bad), 'a refused app was created');
+    assert.deepEqual(await workloadsOf(bad), []);
+
+    try {
+      const { sc } = await deploy(http, 'create_app', {
+        name: app,
+        image,
+        port: 80,
+        egress: 'allowlist',
+        egress_allow: entries,
+        cpu: 0.5, // as above; two replicas of it while it rolls, and web's 0.5: fits 2 CPUs
+      });
+      assertRunning(sc, app, 'create_app egress allowlist');
+      const d = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d.egress, 'allowlist');
+      assert.deepEqual(d.egress_allow, canonical);
+      assert.equal(d.generation, 1);
+      const created = `egress allowlist [${canonical.join(' ')}]`;
+      assert.ok(
+        d.events.some((e) => e.message.includes(created)),
+        `no event with '${created}': ${JSON.stringify(d.events)}`,
+      );
+      const item = (await ok(http, 'list_apps', {})).apps.find((x) => x.app === app);
+      assert.deepEqual(item?.egress_allow, canonical, JSON.stringify(item));
+
+      // The agent enforces them: the allowlisted address answers, the other
+      // one does not, nor the metadata service although it is listed.
+      const got = await probe(http, app, [NET_A, NET_B, METADATA]);
+      console.log(`# allowlist, from inside the sandbox: ${JSON.stringify(got)}`);
+      assertOpen(got, NET_A, E.INK_E2E_NET_BODY, 'allowlisted');
+      assertBlocked(got, NET_B, 'not allowlisted');
+      assertBlocked(got, METADATA, 'metadata, allowlisted or not');
+      const first = await egressBlocked(http, app, ['not-allowlisted', 'metadata']);
+      const old = first.rep;
+
+      // More blocked packets within a minute: counted, not told again yet.
+      assertBlocked(await probe(http, app, [NET_B]), NET_B, 'not allowlisted, again');
+      const before = first.rep.egress_blocked['not-allowlisted'];
+      const more = await until('a higher not-allowlisted count', async () => {
+        const d = await ok(http, 'get_app_details', { name: app });
+        const r = d.replica_status.find((x) => x.id === old.id);
+        return r?.egress_blocked['not-allowlisted'] > before && d;
+      });
+      assert.equal(toldEvents(more, old, 'not-allowlisted').length, 1, JSON.stringify(more.events));
+      const firstTold = toldEvents(more, old, 'not-allowlisted')[0];
+
+      // The same destinations written otherwise are no change.
+      const again = [...entries].reverse().map((e) => e.replace(/\/32:/, ':'));
+      const same = await ok(http, 'update_app', { name: app, egress_allow: again });
+      assert.equal(same.operation_id, sc.operation_id, JSON.stringify(same));
+      assert.equal((await ok(http, 'get_app_details', { name: app })).generation, 1);
+      // A bad entry in an update changes nothing either.
+      msg = await refused(http, 'update_app', { name: app, egress_allow: ['300.1.1.1:80'] });
+      assert.ok(msg.includes("'300.1.1.1:80'"), msg);
+      assert.equal((await ok(http, 'get_app_details', { name: app })).generation, 1);
+
+      // Another list: a new generation, rolled out like an image change.
+      const up = await deploy(http, 'update_app', { name: app, egress_allow: [`${b}:80`] });
+      assertRunning(up.sc, app, 'update_app egress_allow');
+      assert.notEqual(up.sc.operation_id, sc.operation_id);
+      const op = await ok(http, 'get_operation', { operation_id: up.sc.operation_id });
+      assert.equal(op.kind, 'update_app');
+      assert.equal(op.status, 'succeeded', JSON.stringify(op));
+      const d2 = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d2.generation, 2);
+      assert.deepEqual(d2.egress_allow, [`${b}:80`]);
+      assert.ok(
+        d2.events.some((e) => e.message.includes(`egress_allow now [${b}:80]`)),
+        JSON.stringify(d2.events),
+      );
+      // The replaced replica is forgotten with a last event for what was
+      // not told yet.
+      const last = await until("the replaced replica's last egress event", async () => {
+        const d = await ok(http, 'get_app_details', { name: app });
+        const gone = !d.replica_status.some((r) => r.id === old.id);
+        const told = toldEvents(d, old, 'not-allowlisted').filter((e) => e.time > firstTold.time);
+        return gone && told.length > 0 && told;
+      });
+      const packets = (e) => Number(blockedEvent(old, 'not-allowlisted').exec(e.message)[1]);
+      const told = packets(firstTold) + last.reduce((n, e) => n + packets(e), 0);
+      const counted = more.replica_status.find((x) => x.id === old.id).egress_blocked;
+      const note = `told ${told}, counted ${JSON.stringify(counted)}`;
+      assert.ok(told >= counted['not-allowlisted'], note);
+      // The new replica has the new list.
+      const got2 = await probe(http, app, [NET_A, NET_B]);
+      assertOpen(got2, NET_B, E.INK_E2E_NET_BODY, 'allowlisted by the update');
+      assertBlocked(got2, NET_A, 'no longer allowlisted');
+
+      // To deny-all: the entries go with the allowlist.
+      const dn = await deploy(http, 'update_app', { name: app, egress: 'deny-all' });
+      assertRunning(dn.sc, app, 'update_app egress deny-all');
+      const d3 = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d3.generation, 3);
+      assert.equal(d3.egress, 'deny-all');
+      assert.deepEqual(d3.egress_allow, []);
+      const change = 'egress allowlist -> deny-all, egress_allow removed';
+      assert.ok(
+        d3.events.some((e) => e.message.includes(change)),
+        JSON.stringify(d3.events),
+      );
+    } finally {
+      await deleteAndWait(http, app);
+    }
+  });
+
+  it('egress: a policy the node lacks fails the deploy naming it; old version keeps serving', async () => {
+    const app = `${P}-nopolicy`;
+    const image = E.INK_E2E_IMAGE_V1;
+    const base = { name: app, image, port: 80 };
+    const msg = await refused(http, 'create_app', { ...base, egress: 'Deny_All' });
+    assert.match(msg, /egress 'Deny_All' is not a policy name/, msg);
+    try {
+      // A valid name, but no such file on the node: the agent fails the
+      // start (nothing runs without its rules) and the operation fails.
+      const t0 = Date.now();
+      const args = { ...base, egress: 'no-such-policy' };
+      const res = await call(http, 'create_app', args, { timeout: 30_000 });
+      assert.ok(!res.isError, show(res));
+      const sc = res.structuredContent;
+      const why = /egress policy 'no-such-policy' is not installed on this node/;
+      assert.equal(sc.status, 'failed', show(res));
+      assert.match(sc.message, why, sc.message);
+      assert.equal(sc.url, null);
+      console.log(`# egress no-such-policy: ${sc.status} in ${Date.now() - t0} ms: ${sc.message}`);
+      const d = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d.status, 'failed');
+      assert.equal(d.egress, 'no-such-policy');
+      assert.match(d.status_reason, why, d.status_reason);
+      assert.equal(d.url, null);
+      const running = (await workloadsOf(app)).filter((w) => w.state === 'running');
+      assert.deepEqual(running, []);
+
+      // Fixed by naming an installed policy.
+      const fix = await deploy(http, 'update_app', { name: app, egress: 'deny-all' });
+      assertRunning(fix.sc, app, 'update_app to an installed policy');
+
+      // A typo on a live app: the new replica fails, the old one serves on.
+      const typoArgs = { name: app, egress: 'deny-al' };
+      const typo = await call(http, 'update_app', typoArgs, { timeout: 30_000 });
+      assert.ok(!typo.isError, show(typo));
+      const t = typo.structuredContent;
+      assert.equal(t.status, 'failed', show(typo));
+      assert.match(t.message, /egress policy 'deny-al' is not installed on this node/, t.message);
+      assert.match(t.message, /; the previous version keeps serving$/, t.message);
+      assert.equal((await get(fix.sc.url)).status, 200);
+      const d2 = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d2.status, 'degraded');
+      assert.equal(d2.egress, 'deny-al');
+      assert.equal(d2.status_reason, t.message);
+    } finally {
+      await deleteAndWait(http, app);
+    }
   });
 
   it('kill -9 of the coordinator mid-deploy; retry: same operation, one replica', async () => {

@@ -696,6 +696,10 @@ static void test_failed_update_keeps_old(void **state)
     json_t *app = get_app(f, "web");
     assert_string_equal(js(app, "status"), "degraded");
     assert_non_null(strstr(js(app, "status_reason"), "manifest unknown"));
+    /* the operation's message, said once */
+    const char *keeps = strstr(js(app, "status_reason"), "previous version keeps serving");
+    assert_non_null(keeps);
+    assert_null(strstr(keeps + 1, "previous version keeps serving"));
     /* The old replica still serves the URL. */
     assert_true(json_is_string(json_object_get(app, "url")));
     json_decref(app);

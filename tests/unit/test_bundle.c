@@ -306,6 +306,74 @@ static void test_boot_cpu(void **state)
     }
 }
 
+/* The mount at dest in config.json, or NULL. */
+static json_t *mount_at(json_t *cfg, const char *dest)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(cfg, "mounts"), i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "destination")), dest) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+static bool has_option(json_t *mount, const char *opt)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(mount, "options"), i, o)
+    {
+        if (strcmp(json_string_value(o), opt) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The node resolver's files: bind-mounted read-only when given, the
+ * image's own otherwise. */
+static void test_resolver_files(void **state)
+{
+    fixture *f = *state;
+    Ink__V1__Assignment a = INK__V1__ASSIGNMENT__INIT;
+    a.workload_id = "web-0";
+    a.app = "web";
+    ink_image_config img = image();
+    json_t *cfg = render(f, &a, &img, NULL);
+    assert_null(mount_at(cfg, "/etc/resolv.conf"));
+    assert_null(mount_at(cfg, "/etc/hosts"));
+    json_decref(cfg);
+
+    ink_bundle_spec spec = {.assignment = &a,
+                            .image = &img,
+                            .rootfs = f->rootfs,
+                            .resolv_conf = "/var/lib/ink/agent/workloads/web-0/bundle/resolv.conf",
+                            .hosts = "/var/lib/ink/agent/workloads/web-0/bundle/hosts"};
+    char *text = NULL;
+    ink_err err = {0};
+    assert_int_equal(ink_bundle_config(&spec, &text, &err), 0);
+    cfg = json_loads(text, 0, NULL);
+    free(text);
+    const char *dests[] = {"/etc/resolv.conf", "/etc/hosts"};
+    const char *srcs[] = {spec.resolv_conf, spec.hosts};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *m = mount_at(cfg, dests[i]);
+        assert_non_null(m);
+        assert_string_equal(json_string_value(json_object_get(m, "type")), "bind");
+        assert_string_equal(json_string_value(json_object_get(m, "source")), srcs[i]);
+        assert_true(has_option(m, "bind"));
+        assert_true(has_option(m, "ro"));
+        assert_true(has_option(m, "nosuid"));
+        assert_true(has_option(m, "noexec"));
+    }
+    json_decref(cfg);
+
+    spec.hosts = "relative/hosts";
+    assert_int_equal(ink_bundle_config(&spec, &text, &err), -1);
+    assert_non_null(strstr(err.msg, "absolute"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +381,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_app_overrides, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, test_scratch_teardown),
         cmocka_unit_test_setup_teardown(test_boot_cpu, setup, test_scratch_teardown),
+        cmocka_unit_test_setup_teardown(test_resolver_files, setup, test_scratch_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,19 +113,9 @@ static json_t *keep(fx *f, json_t *j)
     return j;
 }
 
-/* JSON written with single quotes, so the tests stay readable. */
-static char *requote(const char *s)
-{
-    char *out = ink_xstrdup(s);
-    for (char *p = out; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return out;
-}
-
 static json_t *J(fx *f, const char *text)
 {
-    cleanup_free char *t = requote(text);
+    cleanup_free char *t = test_requote(text);
     json_error_t jerr;
     json_t *j = json_loads(t, JSON_DECODE_ANY, &jerr);
     if (!j)
@@ -185,7 +175,7 @@ static int sendf(fx *f, const char *fmt, ...)
     char *raw = NULL;
     assert_true(vasprintf(&raw, fmt, ap) >= 0);
     va_end(ap);
-    cleanup_free char *text = requote(raw);
+    cleanup_free char *text = test_requote(raw);
     free(raw);
     return ink_mcp_session_handle(f->ses, text, strlen(text));
 }
@@ -351,8 +341,8 @@ static void note_invalid(ink_mcp_call *c, const json_t *args, const char *messag
 static void add_tool(fx *f, const char *name, const char *title, const char *in, const char *out,
                      void (*handler)(ink_mcp_call *, const json_t *, void *), bool ro)
 {
-    cleanup_free char *in_j = requote(in);
-    cleanup_free char *out_j = out ? requote(out) : NULL;
+    cleanup_free char *in_j = test_requote(in);
+    cleanup_free char *out_j = out ? test_requote(out) : NULL;
     ink_mcp_tool t = {
         .name = name,
         .title = title,
@@ -1197,7 +1187,7 @@ static void test_schema_parse_errors(void **state)
         {"[]", "#: a schema must be an object or a boolean"},
     };
     for (size_t i = 0; i < INK_ARRAY_LEN(cases); i++) {
-        cleanup_free char *text = requote(cases[i].schema);
+        cleanup_free char *text = test_requote(cases[i].schema);
         ink_err err = {0};
         assert_null(ink_mcp_schema_parse(text, &err));
         assert_string_equal(err.msg, cases[i].msg);
@@ -1206,9 +1196,10 @@ static void test_schema_parse_errors(void **state)
     assert_null(ink_mcp_schema_parse("{\"type\":", &err));
     assert_true(strncmp(err.msg, "schema is not JSON: ", 20) == 0);
     /* Annotations are accepted (and not enforced). */
-    cleanup_free char *ok = requote("{'$schema':'https://json-schema.org/draft/2020-12/schema',"
-                                    "'title':'t','description':'d','type':'string',"
-                                    "'format':'uri','default':'x','examples':['y']}");
+    cleanup_free char *ok =
+        test_requote("{'$schema':'https://json-schema.org/draft/2020-12/schema',"
+                     "'title':'t','description':'d','type':'string',"
+                     "'format':'uri','default':'x','examples':['y']}");
     ink_mcp_schema *s = ink_mcp_schema_parse(ok, &err);
     assert_non_null(s);
     assert_string_equal(ink_mcp_schema_root_type(s), "string");
@@ -1218,8 +1209,8 @@ static void test_schema_parse_errors(void **state)
 /* Validates value_text against schema_text; NULL msg means it must pass. */
 static void check(const char *schema_text, const char *value_text, const char *msg)
 {
-    cleanup_free char *st = requote(schema_text);
-    cleanup_free char *vt = requote(value_text);
+    cleanup_free char *st = test_requote(schema_text);
+    cleanup_free char *vt = test_requote(value_text);
     ink_err err = {0};
     ink_mcp_schema *s = ink_mcp_schema_parse(st, &err);
     if (!s)

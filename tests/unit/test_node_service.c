@@ -3,6 +3,8 @@
  * node certificates, and by a real ink-agent core (register, watch,
  * heartbeat, persisted desired state, re-registration after a coordinator
  * restart). */
+#include <errno.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -484,6 +486,18 @@ static void test_report_egress_blocked(void **state)
 
 int main(void)
 {
+    /* The agent core below runs its egress firewall, which replaces a
+     * `table inet ink` it finds: in the host's namespace that could be
+     * another Ink's (a quick start on the same machine). As root, the whole
+     * test gets a network namespace of its own, made before gRPC starts any
+     * thread (a namespace is per thread; later threads inherit it). */
+    if (geteuid() == 0 && (unshare(CLONE_NEWNET) < 0 || test_lo_up() < 0)) {
+        fprintf(stderr,
+                "test_node_service: running as root but no private network namespace "
+                "with lo up: %s\n",
+                strerror(errno));
+        return 1;
+    }
     ink_rpc_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_identity, setup, teardown),

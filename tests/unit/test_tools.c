@@ -114,16 +114,6 @@ static const char *next_line(fx *f, int timeout_ms)
     return line;
 }
 
-/* JSON written with single quotes, so the tests stay readable. */
-static char *requote(const char *s)
-{
-    char *out = ink_xstrdup(s);
-    for (char *p = out; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return out;
-}
-
 static void sendf(fx *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void sendf(fx *f, const char *fmt, ...)
@@ -133,7 +123,7 @@ static void sendf(fx *f, const char *fmt, ...)
     char *raw = NULL;
     assert_true(vasprintf(&raw, fmt, ap) >= 0);
     va_end(ap);
-    cleanup_free char *text = requote(raw);
+    cleanup_free char *text = test_requote(raw);
     free(raw);
     assert_int_equal(ink_mcp_session_handle(f->ses, text, strlen(text)), 0);
 }

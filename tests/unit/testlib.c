@@ -1,5 +1,9 @@
 #include "testlib.h"
 
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,4 +91,27 @@ void test_block_sigpipe(void)
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+char *test_requote(const char *s)
+{
+    char *out = ink_xstrdup(s);
+    for (char *p = out; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    return out;
+}
+
+int test_lo_up(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    int rc = fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0 ? -1 : 0;
+    ifr.ifr_flags |= IFF_UP;
+    if (rc == 0)
+        rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }

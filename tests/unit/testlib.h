@@ -34,6 +34,14 @@ typedef struct test_scratch {
 int test_scratch_setup(void **state);
 int test_scratch_teardown(void **state);
 
+/* Brings lo up in the current network namespace (a new one has it down);
+ * -1 with errno on failure. */
+int test_lo_up(void);
+
+/* A copy of s with every ' turned into ", so JSON in tests can be written
+ * with single quotes and stay readable. Caller frees. */
+char *test_requote(const char *s);
+
 /* Creates dir and the PKI in it; aborts the test on failure. */
 void test_pki_create(test_pki *p, const char *tag);
 void test_pki_destroy(test_pki *p);
