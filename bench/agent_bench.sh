@@ -122,7 +122,7 @@ wait_until 10 "coordinator started" grep -q 'msg="coordinator started"' "$T/coor
 
 A=("$AGENT" --node-id=node-bench --coordinator=127.0.0.1:7440 --listen=127.0.0.1:7442
 	--tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-bench.crt" --tls-key="$PKI/node-bench.key"
-	--reconnect-initial=100ms --reconnect-max=1s --runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR"
+	--reconnect-initial=100ms --reconnect-max=1s --runsc-root="$RUNSC_ROOT" --bpf-pin-dir="$BPF_PIN" --netns-dir="$NSDIR"
 	--workload-cidr="$CIDR" --insecure-registries="$REG" --stop-grace=2s --resync=1s
 	--log-format=logfmt --log-level=info --policy-dir="$(node_policies)")
 # start_agent NAME: a fresh state directory $T/NAME, log $T/NAME.log

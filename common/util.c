@@ -40,6 +40,17 @@ int64_t ink_now_ms(void)
     return clock_ns(CLOCK_REALTIME) / 1000000;
 }
 
+void ink_realtime_after(int64_t ms, struct timespec *ts)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
 int64_t ink_mono_ms(void)
 {
     return clock_ns(CLOCK_MONOTONIC) / 1000000;

@@ -31,6 +31,10 @@ void ink_fclosep(FILE **f);
 
 int64_t ink_now_ms(void);  /* CLOCK_REALTIME, milliseconds since the epoch */
 int64_t ink_mono_ms(void); /* CLOCK_MONOTONIC, milliseconds */
+struct timespec;
+/* CLOCK_REALTIME ms from now: the deadline pthread_cond_timedwait takes
+ * for a condition variable with the default clock. */
+void ink_realtime_after(int64_t ms, struct timespec *ts);
 int64_t ink_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
 
 void *ink_xmalloc(size_t n); /* aborts on OOM: callers cannot recover from it */

@@ -107,6 +107,16 @@ const char *ink_app_egress(const json_t *spec)
     return e ? e : INK_EGRESS_DEFAULT;
 }
 
+int64_t ink_app_idle_timeout_s(const json_t *spec)
+{
+    const json_t *v = json_object_get(spec, "idle_timeout_s");
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    return json_integer_value(json_object_get(spec, "min_replicas")) == 0
+               ? INK_APP_DEFAULT_IDLE_TIMEOUT_S
+               : 0;
+}
+
 /* The shipped policies that have no "allow allowlist" rule. Entries with
  * them would be silently ignored while the client believes they do
  * something, so they are refused. Other names may be a security team's
@@ -278,6 +288,15 @@ static int merge_spec(json_t *spec, const json_t *args, bool creating, ink_err *
             return fail(err, INK_APPS_EINVAL, "min_replicas must be 0 to %d", INK_APP_MAX_REPLICAS);
         json_object_set_new(spec, "min_replicas", json_integer(r));
     }
+    if ((v = json_object_get(args, "idle_timeout_s"))) {
+        json_int_t t = json_integer_value(v);
+        if (!json_is_integer(v) || t < INK_APP_MIN_IDLE_TIMEOUT_S || t > INK_APP_MAX_IDLE_TIMEOUT_S)
+            return fail(err, INK_APPS_EINVAL,
+                        "idle_timeout_s must be %d to %d seconds (how long a replica of an app "
+                        "with min_replicas 0 may be idle before it sleeps)",
+                        INK_APP_MIN_IDLE_TIMEOUT_S, INK_APP_MAX_IDLE_TIMEOUT_S);
+        json_object_set_new(spec, "idle_timeout_s", json_integer(t));
+    }
     if (merge_egress(spec, args, err) < 0)
         return -1;
     if (creating) {
@@ -302,6 +321,15 @@ static int merge_spec(json_t *spec, const json_t *args, bool creating, ink_err *
         json_integer_value(json_object_get(spec, "min_replicas")) >
             json_integer_value(json_object_get(spec, "replicas")))
         json_object_set(spec, "min_replicas", json_object_get(spec, "replicas"));
+    /* A request that makes the floor 0 without an idle timeout gets the
+     * default, written down: what the replicas do is then in the spec.
+     * Other requests leave an older spec without one as it is (its
+     * replicas already sleep after the default). */
+    bool floor_given =
+        creating || json_object_get(args, "min_replicas") || json_object_get(args, "replicas");
+    if (floor_given && json_integer_value(json_object_get(spec, "min_replicas")) == 0 &&
+        !json_object_get(spec, "idle_timeout_s"))
+        json_object_set_new(spec, "idle_timeout_s", json_integer(INK_APP_DEFAULT_IDLE_TIMEOUT_S));
     if (json_integer_value(json_object_get(spec, "min_replicas")) >
         json_integer_value(json_object_get(spec, "replicas")))
         return fail(err, INK_APPS_EINVAL,
@@ -893,8 +921,8 @@ static bool same_value(const json_t *a, const json_t *b)
 static void describe_change(const json_t *old, const json_t *new, bool secrets_changed, char *out,
                             size_t outlen)
 {
-    static const char *const fields[] = {"image",     "port",     "cpu_millis",
-                                         "memory_mb", "replicas", "min_replicas"};
+    static const char *const fields[] = {"image",    "port",         "cpu_millis",    "memory_mb",
+                                         "replicas", "min_replicas", "idle_timeout_s"};
     size_t used = 0;
     out[0] = '\0';
     for (size_t i = 0; i < INK_ARRAY_LEN(fields); i++) {
@@ -936,7 +964,8 @@ static bool needs_rollout(const json_t *old, const json_t *new)
         if (!same_value(json_object_get(old, fields[i]), json_object_get(new, fields[i])))
             return true;
     }
-    return false;
+    /* Assignments carry it; an older spec without it has the default. */
+    return ink_app_idle_timeout_s(old) != ink_app_idle_timeout_s(new);
 }
 
 /* update_app and restart_app: restart forces a new generation. */
@@ -1207,18 +1236,29 @@ static int load_replicas(sqlite3 *db, const ink_app_row *a, int64_t now_ms, repl
     return 0;
 }
 
+/* A replica in this state serves its app's URL: running, or asleep
+ * (scaled to zero) or waking, when the URL's next request wakes it or is
+ * held until it is awake. */
+static bool state_serves(const char *state)
+{
+    return strcmp(state, "running") == 0 || strcmp(state, "sleeping") == 0 ||
+           strcmp(state, "waking") == 0;
+}
+
 /* The status an app shows, from its replicas and latest operation. */
 static void app_status(const ink_app_row *a, const replica_view *r, size_t n, const char *op_status,
                        const char *op_message, int64_t *ready, const char **status, char *reason,
                        size_t reasonlen)
 {
     int64_t want = json_integer_value(json_object_get(a->spec, "replicas"));
-    int64_t cur_running = 0, running = 0;
+    int64_t cur_running = 0, running = 0, cur_awake = 0, cur_waking = 0;
     const replica_view *bad = NULL;
     for (size_t i = 0; i < n; i++) {
-        bool up = strcmp(r[i].state, "running") == 0 || strcmp(r[i].state, "sleeping") == 0;
+        bool up = state_serves(r[i].state);
         running += up;
         cur_running += up && r[i].current;
+        cur_awake += r[i].current && strcmp(r[i].state, "running") == 0;
+        cur_waking += r[i].current && strcmp(r[i].state, "waking") == 0;
         if (r[i].current && !bad &&
             (strcmp(r[i].state, "failed") == 0 || strcmp(r[i].state, "crash-loop") == 0 ||
              strcmp(r[i].state, "unreachable") == 0))
@@ -1233,6 +1273,14 @@ static void app_status(const ink_app_row *a, const replica_view *r, size_t n, co
         snprintf(reason, reasonlen, "%s", op_message);
     } else if (want == 0) {
         *status = "stopped";
+    } else if (cur_running >= want && cur_awake == 0 && cur_waking > 0) {
+        *status = "waking";
+        snprintf(reason, reasonlen, "a request woke it: its replicas are starting again");
+    } else if (cur_running >= want && cur_awake == 0) {
+        *status = "sleeping";
+        snprintf(reason, reasonlen,
+                 "idle for %llds: scaled to zero; the next request to its URL wakes it",
+                 (long long)ink_app_idle_timeout_s(a->spec));
     } else if (cur_running >= want) {
         *status = "running";
     } else if (op_status && strcmp(op_status, "failed") == 0 && running == 0) {
@@ -1261,13 +1309,14 @@ static void app_status(const ink_app_row *a, const replica_view *r, size_t n, co
 }
 
 /* The URL of the first serving replica (the app's published port on its
- * node), or "" when none serves. */
+ * node), or "" when none serves. A sleeping one's URL answers too: the
+ * request wakes it. */
 static void app_url(const ink_app_row *a, const replica_view *r, size_t n, char *out, size_t outlen)
 {
     out[0] = '\0';
     for (int pass = 0; pass < 2 && !out[0]; pass++) {
         for (size_t i = 0; i < n; i++) {
-            if ((pass == 0 && !r[i].current) || strcmp(r[i].state, "running") != 0)
+            if ((pass == 0 && !r[i].current) || !state_serves(r[i].state))
                 continue;
             ink_apps_url(r[i].host, a->published_port, out, outlen);
             return;
@@ -1333,7 +1382,7 @@ static json_t *app_view(sqlite3 *db, const ink_app_row *a, bool details, int64_t
         for (size_t i = 0; i < n; i++) {
             char since[32], rurl[300];
             ink_format_utc(r[i].since_ms, true, since, sizeof since);
-            bool serving = strcmp(r[i].state, "running") == 0;
+            bool serving = state_serves(r[i].state);
             if (serving)
                 ink_apps_url(r[i].host, a->published_port, rurl, sizeof rurl);
             if (r[i].current && r[i].digest[0] && !digest)
@@ -1382,6 +1431,8 @@ static json_t *app_view(sqlite3 *db, const ink_app_row *a, bool details, int64_t
                          (json_int_t)a->generation, "created_at", created, "operation_id",
                          *a->last_operation ? json_string(a->last_operation) : json_null(),
                          "replica_status", reps, "events", events));
+        int64_t idle = ink_app_idle_timeout_s(a->spec);
+        json_object_set_new(v, "idle_timeout_s", idle ? json_integer(idle) : json_null());
     }
     free(r);
     return v;

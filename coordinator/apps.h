@@ -34,6 +34,12 @@
 #define INK_APP_MAX_REPLICAS 20
 #define INK_APP_DEFAULT_CPU_MILLIS 250
 #define INK_APP_DEFAULT_MEMORY_MB 256
+/* Scale to zero: a replica of an app with min_replicas 0 that has had no
+ * request and no traffic for idle_timeout_s sleeps, and wakes on the next
+ * request. */
+#define INK_APP_DEFAULT_IDLE_TIMEOUT_S 300
+#define INK_APP_MIN_IDLE_TIMEOUT_S 10
+#define INK_APP_MAX_IDLE_TIMEOUT_S 86400
 
 /* Who asks: an API key's id, project and role (or "cli" for operator
  * commands, with the project given on the command line). */
@@ -52,11 +58,11 @@ enum { INK_APPS_EINVAL = -2, INK_APPS_ENOTFOUND = -3, INK_APPS_ECONFLICT = -4 };
  *
  * args are the tools' validated arguments (see the schemas in tools.c):
  *   create_app {name, image, port, env?, secret_env?, cpu?, memory_mb?,
- *               replicas?, min_replicas?, egress?, egress_allow?, project?,
- *               idempotency_key?}
+ *               replicas?, min_replicas?, idle_timeout_s?, egress?,
+ *               egress_allow?, project?, idempotency_key?}
  *   update_app {name, image?, port?, env?, secret_env?, cpu?, memory_mb?,
- *               replicas?, min_replicas?, egress?, egress_allow?,
- *               idempotency_key?}
+ *               replicas?, min_replicas?, idle_timeout_s?, egress?,
+ *               egress_allow?, idempotency_key?}
  * cpu is in cores (0.25 = a quarter of a CPU). who->project is the app's
  * project; tools.c checks an explicit "project" argument against it.
  * egress is a policy name (common/egress.h; default "default"),
@@ -65,6 +71,10 @@ enum { INK_APPS_EINVAL = -2, INK_APPS_ENOTFOUND = -3, INK_APPS_ECONFLICT = -4 };
  * ignore them), accepted with other (site-installed) policies. An update
  * to "default" or "deny-all" without egress_allow drops the entries. A
  * change of either is a new generation, rolled out like an image change.
+ * idle_timeout_s (INK_APP_MIN_IDLE_TIMEOUT_S..INK_APP_MAX_IDLE_TIMEOUT_S)
+ * matters with min_replicas 0: an app created with min_replicas 0, or
+ * updated to it, without one gets INK_APP_DEFAULT_IDLE_TIMEOUT_S. A change
+ * of either is a new generation too (assignments carry both).
  *
  * Each returns 0 and *op, an operation view (below), for a new operation,
  * 1 and *op for an existing one (idempotent retry: same key and arguments;
@@ -96,18 +106,24 @@ int ink_apps_restart(ink_store *s, const ink_caller *who, const char *name, int6
  * app (get_app_details): {app, project, status, status_reason, url (null
  *   until a replica serves), image, image_digest (null until pulled), port,
  *   env {NAME: value}, secret_env [{name, fingerprint}], cpu, memory_mb,
- *   replicas, min_replicas, ready_replicas, egress, egress_allow [entry],
+ *   replicas, min_replicas, idle_timeout_s (ink_app_idle_timeout_s; null
+ *   for none: min_replicas > 0 and none set), ready_replicas, egress,
+ *   egress_allow [entry],
  *   generation, created_at, updated_at, operation_id (latest; null when
  *   none), replica_status [{id, node, generation, state, reason, restarts,
  *     image_digest, url, since, egress_blocked {category: packets}}],
  *   events [{time, message}] (newest last, at most 20)}
  * status: "deploying" (an operation runs), "running" (every replica of the
- *   current generation serves), "degraded" (some do), "failed" (the latest
+ *   current generation serves), "sleeping" (they all serve by sleeping:
+ *   scaled to zero, the URL's next request wakes them), "waking" (none
+ *   awake yet, one waking), "degraded" (some serve), "failed" (the latest
  *   operation failed and nothing of the current generation serves),
  *   "crash-loop", "stopped" (replicas 0), "deleting".
  * replica state: "pending", "pulling", "starting", "running", "crash-loop",
  *   "failed", "stopped", "sleeping", "waking", "unreachable" (its node is
  *   silent), "scheduling" (not placed yet: no node fits; reason says why).
+ *   A sleeping or waking replica serves (a request wakes it): it counts as
+ *   ready and has a url.
  *
  * list_apps item: {app, project, status, url, image, replicas,
  *   ready_replicas, egress, egress_allow, updated_at}; the list: {apps: [...], next_cursor

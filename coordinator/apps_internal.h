@@ -17,8 +17,9 @@
 #define INK_APP_OPERATION_DEADLINE_MS (10 * 60 * 1000)
 
 /* spec: {image, port, env {}, cpu_millis, memory_mb, replicas,
- * min_replicas, egress?, egress_allow? [canonical entries, sorted]} (the
- * egress keys only when not the defaults: ink_app_egress); secret_sealed: the secret env as a
+ * min_replicas, idle_timeout_s?, egress?, egress_allow? [canonical entries,
+ * sorted]} (the egress keys only when not the defaults: ink_app_egress;
+ * idle_timeout_s: ink_app_idle_timeout_s); secret_sealed: the secret env as a
  * sealed JSON object (ink_store_seal), NULL when there is none; secret_names: [{name,
  * fingerprint}]. */
 typedef struct ink_app_row {
@@ -35,6 +36,10 @@ typedef struct ink_app_row {
 void ink_app_row_clear(ink_app_row *a);
 /* The spec's egress policy name ("default" when the spec has none). */
 const char *ink_app_egress(const json_t *spec);
+/* The spec's idle timeout in seconds: its idle_timeout_s, else the default
+ * when it may scale to zero (min_replicas 0: specs from before the field),
+ * else 0 (it never sleeps). */
+int64_t ink_app_idle_timeout_s(const json_t *spec);
 /* Live apps, and deleted ones whose replicas or operation remain, by id.
  * Called with the store locked. */
 int ink_apps_load_all(sqlite3 *db, ink_app_row **rows, size_t *n, ink_err *err);

@@ -340,6 +340,9 @@ static int parse_put(int argc, char **argv, put_request *p, FILE *errf)
     memset(p, 0, sizeof *p);
     ink__v1__assignment__init(&p->a);
     ink__v1__resources__init(&p->res);
+    /* Always up unless --min-replicas 0 asks for scale to zero (the
+     * message's own default, 0, would make every workload sleep). */
+    p->a.min_replicas = 1;
     const char *pos[2] = {NULL, NULL};
     int npos = 0;
     bool seen[F_COUNT] = {false};

@@ -222,6 +222,7 @@ static int add_replica(ink_store *s, sqlite3 *db, const ink_app_row *app, int64_
     a.resources = &res;
     a.generation = 1;
     a.min_replicas = (uint32_t)json_integer_value(json_object_get(spec, "min_replicas"));
+    a.idle_timeout_s = (uint32_t)ink_app_idle_timeout_s(spec);
     a.published_port = app->published_port;
     /* Named even when it is the default, so that what a node enforces is
      * spelled out in every assignment. */
@@ -423,9 +424,13 @@ typedef struct app_plan {
     const operation *op; /* the app's running operation, or NULL */
 } app_plan;
 
+/* Running, or scaled to zero (sleeping, or waking for a request): a
+ * healthy, placed replica that answers its app's URL, never replaced or
+ * waited for because it sleeps. */
 static bool serves(const replica *r)
 {
-    return !r->removed && (strcmp(r->state, "running") == 0 || strcmp(r->state, "sleeping") == 0);
+    return !r->removed && (strcmp(r->state, "running") == 0 || strcmp(r->state, "sleeping") == 0 ||
+                           strcmp(r->state, "waking") == 0);
 }
 
 static bool failing(const replica *r)
@@ -439,9 +444,10 @@ static int stage_progress(const char *state)
         return 15;
     if (strcmp(state, "pulling") == 0)
         return 30;
-    if (strcmp(state, "starting") == 0 || strcmp(state, "waking") == 0)
+    if (strcmp(state, "starting") == 0)
         return 60;
-    if (strcmp(state, "running") == 0 || strcmp(state, "sleeping") == 0)
+    if (strcmp(state, "running") == 0 || strcmp(state, "sleeping") == 0 ||
+        strcmp(state, "waking") == 0)
         return 85;
     return 10;
 }

@@ -943,6 +943,11 @@ static void tool_get_app_details(job *j)
             (long long)json_integer_value(json_object_get(app, "memory_mb")),
             (long long)json_integer_value(json_object_get(app, "port")),
             (long long)json_integer_value(json_object_get(app, "generation")));
+    if (json_integer_value(json_object_get(app, "min_replicas")) == 0 &&
+        json_is_integer(json_object_get(app, "idle_timeout_s")))
+        fprintf(s.f,
+                "Scale to zero: a replica idle for %lld s sleeps; a request to the URL wakes it\n",
+                (long long)json_integer_value(json_object_get(app, "idle_timeout_s")));
     fprintf(s.f, "Egress: %s", jstr_or(app, "egress", "default"));
     size_t i;
     json_t *v;
@@ -1409,6 +1414,91 @@ static void tool_exec_command(job *j)
     job_ok(j, out, text);
 }
 
+/* A value rounded to a fixed number of decimals, so that a history of
+ * rates reads as figures and not as float noise. */
+static json_t *jround(double v, double scale)
+{
+    return json_real(round(v * scale) / scale);
+}
+
+/* What a replica's history says over its window, for the text summary. */
+typedef struct window {
+    size_t samples;
+    int64_t span_ms;               /* first sample to last */
+    double cpu_ns, cpu_s, cpu_max; /* CPU used over the intervals with a rate */
+    double rx, tx, net_s;          /* bytes over the intervals with a rate */
+    double mem_max;                /* MiB */
+} window;
+
+/* A replica's samples (oldest first) as get_app_metrics shows them: CPU
+ * and network as rates from the sample before (null for the first, and
+ * where a counter went back: it restarted), memory and state as they
+ * were. */
+static json_t *history_json(const Ink__V1__WorkloadMetrics *w, window *win)
+{
+    memset(win, 0, sizeof *win);
+    json_t *out = json_array();
+    for (size_t k = 0; k < w->n_history; k++) {
+        const Ink__V1__MetricsSample *s = w->history[k];
+        const Ink__V1__MetricsSample *prev = k ? w->history[k - 1] : NULL;
+        char when[32];
+        fmt_time(s->unix_ms, when);
+        double mb = (double)s->memory_bytes / 1048576.0;
+        double dt = prev ? (double)(s->unix_ms - prev->unix_ms) / 1000.0 : 0;
+        json_t *cpu = json_null(), *rx = json_null(), *tx = json_null();
+        if (dt > 0 && s->cpu_ns >= prev->cpu_ns) {
+            double used = (double)(s->cpu_ns - prev->cpu_ns);
+            double cores = used / 1e9 / dt;
+            cpu = jround(cores, 1e4);
+            win->cpu_ns += used;
+            win->cpu_s += dt;
+            if (cores > win->cpu_max)
+                win->cpu_max = cores;
+        }
+        if (dt > 0 && s->rx_bytes >= prev->rx_bytes && s->tx_bytes >= prev->tx_bytes) {
+            rx = jround((double)(s->rx_bytes - prev->rx_bytes) / dt, 10);
+            tx = jround((double)(s->tx_bytes - prev->tx_bytes) / dt, 10);
+            win->rx += (double)(s->rx_bytes - prev->rx_bytes);
+            win->tx += (double)(s->tx_bytes - prev->tx_bytes);
+            win->net_s += dt;
+        }
+        if (mb > win->mem_max)
+            win->mem_max = mb;
+        json_array_append_new(out, json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "time", when,
+                                             "cpu_cores", cpu, "memory_mb", jround(mb, 100),
+                                             "rx_bytes_per_s", rx, "tx_bytes_per_s", tx, "state",
+                                             jnullable(ink_workload_state_name(s->state))));
+    }
+    win->samples = w->n_history;
+    if (w->n_history > 1)
+        win->span_ms = w->history[w->n_history - 1]->unix_ms - w->history[0]->unix_ms;
+    return out;
+}
+
+/* "over the last 14 min (85 samples): CPU avg 0.012 cores, max 0.250; memory max 12.5 MiB;
+ * network in 1.2 KiB/s, out 3.4 KiB/s on average" */
+static void window_text(FILE *f, const window *w)
+{
+    if (w->samples < 2) {
+        fprintf(f, "  history: %s\n",
+                w->samples ? "one sample so far (one every 10 s)"
+                           : "no samples yet (one every 10 s)");
+        return;
+    }
+    fprintf(f, "  history over the last %lld min (%zu samples):", (long long)(w->span_ms / 60000),
+            w->samples);
+    if (w->cpu_s > 0)
+        fprintf(f, " CPU avg %.3f cores, max %.3f;", w->cpu_ns / 1e9 / w->cpu_s, w->cpu_max);
+    fprintf(f, " memory max %.1f MiB", w->mem_max);
+    if (w->net_s > 0) {
+        char in[32], out[32];
+        human_bytes(w->rx / w->net_s, in, sizeof in);
+        human_bytes(w->tx / w->net_s, out, sizeof out);
+        fprintf(f, "; network in %s/s, out %s/s on average", in, out);
+    }
+    fprintf(f, "\n");
+}
+
 static void tool_get_app_metrics(job *j)
 {
     const char *app = jstr(j->args, "name");
@@ -1430,6 +1520,7 @@ static void tool_get_app_metrics(job *j)
             continue;
         Ink__V1__GetMetricsRequest req = INK__V1__GET_METRICS_REQUEST__INIT;
         req.workload_id = (char *)r->workload_id;
+        req.history = true;
         ProtobufCMessage *m = NULL;
         grpc_status_code code;
         char *msg = NULL;
@@ -1458,12 +1549,25 @@ static void tool_get_app_metrics(job *j)
             char last[32] = "";
             if (w->last_activity_unix_ms > 0)
                 fmt_time(w->last_activity_unix_ms, last);
-            json_array_append_new(reps, json_pack("{s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:o}", "id",
-                                                  r->workload_id, "node", r->node_id, "cpu_seconds",
-                                                  c, "memory_mb", mb, "pids", (json_int_t)w->pids,
-                                                  "rx_bytes", (json_int_t)w->rx_bytes, "tx_bytes",
-                                                  (json_int_t)w->tx_bytes, "last_activity",
-                                                  jnullable(last[0] ? last : NULL)));
+            /* The node's own word on the state is the freshest; the
+             * coordinator's (the same names) when it has none. */
+            const char *state = ink_workload_state_name(w->state);
+            if (!state)
+                state = r->state;
+            window win;
+            json_t *history = history_json(w, &win);
+            json_t *rep = json_pack("{s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:o}", "id",
+                                    r->workload_id, "node", r->node_id, "cpu_seconds", c,
+                                    "memory_mb", mb, "pids", (json_int_t)w->pids, "rx_bytes",
+                                    (json_int_t)w->rx_bytes, "tx_bytes", (json_int_t)w->tx_bytes,
+                                    "last_activity", jnullable(last[0] ? last : NULL));
+            json_object_update_new(
+                rep, json_pack("{s:s, s:I, s:I, s:o, s:I, s:o}", "state", state, "sleeps",
+                               (json_int_t)w->sleeps, "wakes", (json_int_t)w->wakes, "last_wake_ms",
+                               w->wakes ? json_integer(w->last_wake_ms) : json_null(),
+                               "connections_active", (json_int_t)w->connections_active, "history",
+                               history));
+            json_array_append_new(reps, rep);
             cpu += c;
             mem += mb;
             pids += w->pids;
@@ -1473,9 +1577,17 @@ static void tool_get_app_metrics(job *j)
             human_bytes((double)w->rx_bytes, rxs, sizeof rxs);
             human_bytes((double)w->tx_bytes, txs, sizeof txs);
             fprintf(s.f,
-                    "- %s on %s: CPU %.2f s used, memory %.1f MiB, %u processes, received %s, "
-                    "sent %s, last activity %s\n",
-                    r->workload_id, r->node_id, c, mb, w->pids, rxs, txs, last[0] ? last : "none");
+                    "- %s on %s, %s: CPU %.2f s used, memory %.1f MiB, %u processes, received "
+                    "%s, sent %s, %u open connections, last activity %s",
+                    r->workload_id, r->node_id, state, c, mb, w->pids, rxs, txs,
+                    w->connections_active, last[0] ? last : "none");
+            if (w->sleeps || w->wakes)
+                fprintf(s.f, "; slept %llu times, woken %llu times", (unsigned long long)w->sleeps,
+                        (unsigned long long)w->wakes);
+            if (w->wakes)
+                fprintf(s.f, " (last wake took %u ms)", w->last_wake_ms);
+            fprintf(s.f, "\n");
+            window_text(s.f, &win);
         }
         protobuf_c_message_free_unpacked(m, NULL);
     }
@@ -1505,7 +1617,8 @@ static void tool_get_app_metrics(job *j)
     else
         fprintf(s.f,
                 "Total over %zu replica%s: CPU %.2f s, memory %.1f MiB, %llu processes, received "
-                "%s, sent %s (CPU time and bytes are counted since each replica started)",
+                "%s, sent %s (CPU time and bytes are counted since each replica was placed, "
+                "sleeps included)",
                 json_array_size(reps), json_array_size(reps) == 1 ? "" : "s", cpu, mem,
                 (unsigned long long)pids, rxs, txs);
     size_t i;
@@ -1559,6 +1672,14 @@ static void tool_get_app_metrics(job *j)
 #define D_MIN_REPLICAS                                                                             \
     "Replicas kept running while the app gets no traffic; 0 lets an idle app sleep and wake on "   \
     "its next request (scale to zero). At most replicas."
+_Static_assert(INK_APP_MIN_IDLE_TIMEOUT_S == 10 && INK_APP_MAX_IDLE_TIMEOUT_S == 86400 &&
+                   INK_APP_DEFAULT_IDLE_TIMEOUT_S == 300,
+               "the idle_timeout_s schema below spells out these limits");
+#define S_IDLE_TIMEOUT "`type`:`integer`,`minimum`:10,`maximum`:86400"
+#define D_IDLE_TIMEOUT                                                                             \
+    "Seconds: with min_replicas 0, a replica idle this long (no requests, no network traffic) "    \
+    "sleeps and wakes on the next request, which waits while it wakes (milliseconds when it "      \
+    "slept briefly, about half a second after a long sleep). 10 to 86400."
 #define S_EGRESS "`type`:`string`,`minLength`:1,`maxLength`:32"
 #define D_EGRESS                                                                                   \
     "The egress policy: what the app's replicas may connect to. 'default': the public internet, "  \
@@ -1598,6 +1719,8 @@ _Static_assert(INK_EGRESS_ALLOW_MAX == 64 && INK_EGRESS_ALLOW_TEXT_MAX == 269,
     "`memory_mb`:{" S_MEMORY ",`description`:`" D_MEMORY " Default 256.`},"                        \
     "`replicas`:{" S_REPLICAS ",`description`:`" D_REPLICAS " Default 1.`},"                       \
     "`min_replicas`:{" S_REPLICAS ",`description`:`" D_MIN_REPLICAS " Default 1.`},"               \
+    "`idle_timeout_s`:{" S_IDLE_TIMEOUT ",`description`:`" D_IDLE_TIMEOUT " Default 300 when "     \
+    "min_replicas is 0.`},"                                                                        \
     "`egress`:{" S_EGRESS ",`description`:`" D_EGRESS " Default 'default'.`},"                     \
     "`egress_allow`:{" S_EGRESS_ALLOW ",`description`:`" D_EGRESS_ALLOW "`}," P_PROJECT            \
     "," P_IDEMPOTENCY "},"                                                                         \
@@ -1613,6 +1736,8 @@ _Static_assert(INK_EGRESS_ALLOW_MAX == 64 && INK_EGRESS_ALLOW_TEXT_MAX == 269,
     "`memory_mb`:{" S_MEMORY ",`description`:`" D_MEMORY "`},"                                     \
     "`replicas`:{" S_REPLICAS ",`description`:`" D_REPLICAS "`},"                                  \
     "`min_replicas`:{" S_REPLICAS ",`description`:`" D_MIN_REPLICAS "`},"                          \
+    "`idle_timeout_s`:{" S_IDLE_TIMEOUT ",`description`:`" D_IDLE_TIMEOUT " Setting min_replicas " \
+    "to 0 without it gives 300.`},"                                                                \
     "`egress`:{" S_EGRESS ",`description`:`" D_EGRESS " Changing it to 'default' or 'deny-all' "   \
     "drops the app's egress_allow entries.`},"                                                     \
     "`egress_allow`:{" S_EGRESS_ALLOW ",`description`:`" D_EGRESS_ALLOW " Replaces all of "        \
@@ -1671,12 +1796,16 @@ _Static_assert(INK_EGRESS_ALLOW_MAX == 64 && INK_EGRESS_ALLOW_TEXT_MAX == 269,
     "`egress_allow`:{`type`:`array`,`items`:{`type`:`string`},`description`:`Its allowlist "       \
     "entries, in canonical form.`}"
 
-#define APP_STATUSES "`deploying`,`running`,`degraded`,`failed`,`crash-loop`,`stopped`,`deleting`"
+#define APP_STATUSES                                                                               \
+    "`deploying`,`running`,`sleeping`,`waking`,`degraded`,`failed`,`crash-loop`,`stopped`,"        \
+    "`deleting`"
 
 #define OUT_APP                                                                                    \
     "{`type`:`object`,`properties`:{"                                                              \
     "`app`:{`type`:`string`},`project`:{`type`:`string`},"                                         \
-    "`status`:{`enum`:[" APP_STATUSES "]},`status_reason`:" NULLABLE_STRING ","                    \
+    "`status`:{`enum`:[" APP_STATUSES "],`description`:`sleeping: every replica sleeps after its " \
+    "idle timeout and the URL's next request wakes it; waking: one is waking for a request.`},"    \
+    "`status_reason`:" NULLABLE_STRING ","                                                         \
     "`url`:" NULLABLE_STRING ",`image`:{`type`:`string`},`image_digest`:" NULLABLE_STRING ","      \
     "`port`:{`type`:`integer`},"                                                                   \
     "`env`:{`type`:`object`,`additionalProperties`:{`type`:`string`}},"                            \
@@ -1684,7 +1813,11 @@ _Static_assert(INK_EGRESS_ALLOW_MAX == 64 && INK_EGRESS_ALLOW_TEXT_MAX == 269,
     "`name`:{`type`:`string`},`fingerprint`:{`type`:`string`}},"                                   \
     "`required`:[`name`,`fingerprint`],`additionalProperties`:false}},"                            \
     "`cpu`:{`type`:`number`},`memory_mb`:{`type`:`integer`},`replicas`:{`type`:`integer`},"        \
-    "`min_replicas`:{`type`:`integer`},`ready_replicas`:{`type`:`integer`}," OUT_EGRESS ","        \
+    "`min_replicas`:{`type`:`integer`},`idle_timeout_s`:{`type`:[`integer`,`null`],"               \
+    "`description`:`With min_replicas 0: seconds idle before a replica sleeps (scale to zero). "   \
+    "null: the app never sleeps.`},"                                                               \
+    "`ready_replicas`:{`type`:`integer`,`description`:`Replicas that serve: running, or "          \
+    "sleeping or waking (a request wakes them).`}," OUT_EGRESS ","                                 \
     "`generation`:{`type`:`integer`},`created_at`:{`type`:`string`},"                              \
     "`updated_at`:{`type`:`string`},`operation_id`:" NULLABLE_STRING ","                           \
     "`replica_status`:{`type`:`array`,`items`:" OUT_REPLICA_STATUS "},"                            \
@@ -1739,17 +1872,38 @@ _Static_assert(INK_EGRESS_ALLOW_MAX == 64 && INK_EGRESS_ALLOW_TEXT_MAX == 269,
     "},`required`:[`app`,`lines`,`truncated`]}"
 
 #define METRIC_PROPS                                                                               \
-    "`cpu_seconds`:{`type`:`number`,`description`:`CPU time used since the replica started.`},"    \
+    "`cpu_seconds`:{`type`:`number`,`description`:`CPU time used since the replica was placed "    \
+    "(sleeps included).`},"                                                                        \
     "`memory_mb`:{`type`:`number`,`description`:`Memory in use now, MiB.`},"                       \
     "`pids`:{`type`:`integer`,`description`:`Processes now.`},"                                    \
-    "`rx_bytes`:{`type`:`integer`,`description`:`Network bytes received since start.`},"           \
-    "`tx_bytes`:{`type`:`integer`,`description`:`Network bytes sent since start.`}"
+    "`rx_bytes`:{`type`:`integer`,`description`:`Network bytes received since placed.`},"          \
+    "`tx_bytes`:{`type`:`integer`,`description`:`Network bytes sent since placed.`}"
+#define RATE "`type`:[`number`,`null`]"
+#define METRICS_SAMPLE                                                                             \
+    "{`type`:`object`,`properties`:{`time`:{`type`:`string`},"                                     \
+    "`cpu_cores`:{" RATE ",`description`:`CPU in cores since the sample before (null for the "     \
+    "first).`},"                                                                                   \
+    "`memory_mb`:{`type`:`number`},"                                                               \
+    "`rx_bytes_per_s`:{" RATE "},`tx_bytes_per_s`:{" RATE "},"                                     \
+    "`state`:{`type`:[`string`,`null`],`description`:`running, sleeping, waking, ...`}},"          \
+    "`required`:[`time`,`cpu_cores`,`memory_mb`,`rx_bytes_per_s`,`tx_bytes_per_s`,`state`]}"
 #define OUT_METRICS                                                                                \
     "{`type`:`object`,`properties`:{`app`:{`type`:`string`},"                                      \
     "`replicas`:{`type`:`array`,`items`:{`type`:`object`,`properties`:{`id`:{`type`:`string`},"    \
     "`node`:{`type`:`string`}," METRIC_PROPS ",`last_activity`:{`type`:[`string`,`null`],"         \
-    "`description`:`Last network activity.`}},`required`:[`id`,`node`,`cpu_seconds`,"              \
-    "`memory_mb`,`pids`,`rx_bytes`,`tx_bytes`,`last_activity`]}},"                                 \
+    "`description`:`Last network activity.`},"                                                     \
+    "`state`:{`type`:`string`,`description`:`As in get_app_details: running, sleeping (scaled "    \
+    "to zero), waking, starting, ...`},"                                                           \
+    "`sleeps`:{`type`:`integer`,`description`:`Times it went to sleep when idle.`},"               \
+    "`wakes`:{`type`:`integer`,`description`:`Times a request woke it.`},"                         \
+    "`last_wake_ms`:{`type`:[`integer`,`null`],`description`:`How long its last wake took, from "  \
+    "the request held to the app answering; null: never woken.`},"                                 \
+    "`connections_active`:{`type`:`integer`,`description`:`Connections open through the app's "    \
+    "URL now.`},"                                                                                  \
+    "`history`:{`type`:`array`,`items`:" METRICS_SAMPLE ",`description`:`A sample every 10 s "     \
+    "over the last 15 minutes, oldest first.`}},"                                                  \
+    "`required`:[`id`,`node`,`cpu_seconds`,`memory_mb`,`pids`,`rx_bytes`,`tx_bytes`,"              \
+    "`last_activity`,`state`,`sleeps`,`wakes`,`last_wake_ms`,`connections_active`,`history`]}},"   \
     "`totals`:{`type`:`object`,`properties`:{" METRIC_PROPS "},`required`:[`cpu_seconds`,"         \
     "`memory_mb`,`pids`,`rx_bytes`,`tx_bytes`]}," REPLICA_ERRORS "},"                              \
     "`required`:[`app`,`replicas`,`totals`]}"
@@ -1800,8 +1954,10 @@ static const tool_def tool_defs[] = {
         .name = "get_app_details",
         .title = "App details",
         .description =
-            "Everything about one app: status and why, URL, image (and the digest that runs), "
-            "port, env, secret names with fingerprints (never values), CPU and memory, egress "
+            "Everything about one app: status and why (sleeping: scaled to zero, its URL's next "
+            "request wakes it), URL, image (and the digest that runs), "
+            "port, env, secret names with fingerprints (never values), CPU and memory, scale to "
+            "zero (min_replicas, idle_timeout_s), egress "
             "policy, each replica's node, state, restarts and connection attempts its egress "
             "policy blocked, and recent events. Start here when an app does not behave; then "
             "get_app_logs.",
@@ -1815,8 +1971,9 @@ static const tool_def tool_defs[] = {
         .name = "update_app",
         .title = "Update an app",
         .description =
-            "Changes an app (image, port, env, secrets, CPU, memory, replica counts, egress "
-            "policy): only the arguments given change. Rolling: each new replica must serve before "
+            "Changes an app (image, port, env, secrets, CPU, memory, replica counts, idle "
+            "timeout, egress policy): only the arguments given change. Rolling: each new replica "
+            "must serve before "
             "an old one "
             "stops, so the app stays up, and a new version that never serves leaves the old "
             "one running and the update 'failed'. Waits like create_app (up to {wait} seconds, "
@@ -1887,9 +2044,14 @@ static const tool_def tool_defs[] = {
     {
         .name = "get_app_metrics",
         .title = "App metrics",
-        .description = "Resource use of each replica of an app right now: CPU seconds used "
-                       "since it started, memory in MiB, processes, network bytes received and "
-                       "sent, last network activity, and the totals.",
+        .description =
+            "Resource use of each replica of an app, now and over the last 15 minutes. Now: CPU "
+            "seconds used, memory in MiB, processes, network bytes received and sent, last "
+            "network activity, state (running, sleeping, ...), how often it slept and was woken "
+            "and how long its last wake took, open connections; and the totals. History: a "
+            "sample every 10 s over the last 15 minutes with CPU in cores, memory, network bytes "
+            "per second and state. CPU time and bytes count from when the replica was placed and "
+            "keep counting while the app sleeps (scaled to zero).",
         .input = IN_NAME_ONLY,
         .output = OUT_METRICS,
         .read_only = true,

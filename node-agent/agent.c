@@ -94,6 +94,21 @@ const ink_opt ink_agent_options[] = {
         "unprivileged user the resolver's helper runs as (name or uid[:gid]; ink-dns falls back "
         "to nobody when there is no such user)",
         0, 0),
+    OPTN("sleep_stop_after", sleep_stop_after_ms, INK_OPT_DURATION, "15m",
+         "scale to zero: an app idle for its idle timeout is paused (memory kept, no CPU, woken "
+         "in milliseconds); after this long paused its sandbox is stopped (memory freed, woken in "
+         "about 0.3 s). 0s = stop at once",
+         0, 604800000),
+    OPTN("wake_timeout", wake_timeout_ms, INK_OPT_DURATION, "30s",
+         "how long a request to a sleeping app is held while it wakes before it is answered "
+         "with an error",
+         100, 600000),
+    OPT(bpf_pin_dir, INK_OPT_STRING, "/sys/fs/bpf/ink",
+        "where the eBPF traffic counters' map is pinned (on a BPF file system); \"off\" = "
+        "count traffic from the veths' own statistics",
+        0, 0),
+    OPT(metrics_listen, INK_OPT_STRING, "127.0.0.1:7443",
+        "address of the Prometheus endpoint (GET /metrics); \"off\" = none", 0, 0),
     OPT(log_max_size, INK_OPT_SIZE, "10M", "size of a workload log file before it rotates", 4096,
         1ULL << 40),
     OPT(log_keep, INK_OPT_INT, "3", "rotated log files kept per workload", 1, 100),
@@ -182,6 +197,9 @@ static int start_supervisor(ink_agent *a, ink_err *err)
         .log_max_bytes = cfg->log_max_size,
         .log_keep = (int)cfg->log_keep,
         .dns = cfg->dns,
+        .sleep_stop_after_ms = cfg->sleep_stop_after_ms,
+        .wake_timeout_ms = cfg->wake_timeout_ms,
+        .bpf_pin_dir = strcmp(cfg->bpf_pin_dir, "off") == 0 ? NULL : cfg->bpf_pin_dir,
         .on_change = workload_changed,
         .arg = a,
     };
@@ -236,6 +254,9 @@ int ink_agent_start(ink_agent *a, const ink_agent_config *cfg, ink_err *err)
     /* After the supervisor: the workload network is open, and the
      * resolver's table comes from the supervisor's status. */
     if (ink_agent_dns_start(a, err) < 0)
+        goto fail;
+    /* Before AgentService: GetMetrics reads the history. */
+    if (ink_agent_metrics_start(a, err) < 0)
         goto fail;
     ink_rpc_server_opts so = {
         .listen = cfg->listen,
@@ -306,6 +327,9 @@ void ink_agent_stop(ink_agent *a)
     a->rpc = NULL;
     /* Before the supervisor: its table is read from it. */
     ink_agent_dns_stop(a);
+    /* After the RPC server (GetMetrics reads the history), before the
+     * supervisor (the sampler and scrapes ask it). */
+    ink_agent_metrics_stop(a);
     /* After the RPC server: its calls may still look workloads up. */
     ink_supervisor_stop(a->sup);
     a->sup = NULL;

@@ -47,6 +47,10 @@ typedef struct ink_agent_config {
     bool dns;                   /* the node resolver for workloads (agent_dns.c) */
     char *dns_upstream;         /* "" = the nameservers of /etc/resolv.conf */
     char *dns_user;
+    int64_t sleep_stop_after_ms; /* paused this long: stopped */
+    int64_t wake_timeout_ms;     /* a held request waits this long for a wake */
+    char *bpf_pin_dir;           /* "off": no eBPF counters */
+    char *metrics_listen;        /* Prometheus endpoint; "off": none */
     uint64_t log_max_size;
     int64_t log_keep;
     char *log_level;
@@ -89,8 +93,11 @@ typedef struct ink_agent {
     ink_desired desired;
     ink_supervisor *sup; /* runs the desired workloads */
     struct ink_dns *dns; /* the node resolver, NULL when off */
-    bool report_now;     /* a workload changed state: heartbeat early */
-    char **plain_http;   /* insecure_registries, split */
+    /* Metrics history, its sampler and the Prometheus endpoint
+     * (agent_metrics.c); NULL before the start and after the stop. */
+    struct ink_agent_metrics *metrics;
+    bool report_now;   /* a workload changed state: heartbeat early */
+    char **plain_http; /* insecure_registries, split */
     size_t nplain_http;
 
     pthread_t session_thread, heartbeat_thread;
@@ -147,6 +154,21 @@ void *ink_heartbeat_thread(void *arg);
  * retried in the background. */
 int ink_agent_dns_start(ink_agent *a, ink_err *err);
 void ink_agent_dns_stop(ink_agent *a);
+
+/* agent_metrics.c: every INK_METRICS_SAMPLE_MS a sample of each
+ * workload's metrics goes into its history (the last 15 minutes, for
+ * GetMetrics with history), and metrics_listen serves GET /metrics in the
+ * Prometheus text format (node-agent/metrics/prom.h). Start after the
+ * supervisor, stop before it. A metrics_listen that is not an IPv4
+ * host:port, or that cannot be bound, fails the start. */
+int ink_agent_metrics_start(ink_agent *a, ink_err *err);
+void ink_agent_metrics_stop(ink_agent *a);
+/* The port the Prometheus endpoint listens on; 0 when off. */
+int ink_agent_metrics_port(const ink_agent *a);
+/* Sets each wm[i]->history to the workload's samples, oldest first;
+ * ink_agent_metrics_detach_history frees them (before the messages). */
+void ink_agent_metrics_attach_history(ink_agent *a, Ink__V1__WorkloadMetrics **wm, size_t n);
+void ink_agent_metrics_detach_history(Ink__V1__WorkloadMetrics **wm, size_t n);
 
 /* agent_service.c */
 extern const ink_rpc_method ink_agent_service_methods[];

@@ -60,7 +60,8 @@ static char *workload_or_fail(ink_agent *a, ink_rpc_call *call, const char *id, 
                        a->node_id);
         return NULL;
     }
-    if (need_running && !running) {
+    /* One that scaled to zero is woken by the exec (exec_thread). */
+    if (need_running && !running && !ink_supervisor_asleep(a->sup, id)) {
         free(dir);
         ink_rpc_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
                        "workload '%s' on node '%s' is not running", id, a->node_id);
@@ -82,6 +83,8 @@ static void handle_get_metrics(ink_rpc_call *call, const ProtobufCMessage *msg, 
                        req->workload_id, a->node_id);
         return;
     }
+    if (req->history)
+        ink_agent_metrics_attach_history(a, wm, n);
     Ink__V1__NodeUsage usage;
     ink_node_usage_collect(&usage, a->cfg->state_dir);
     usage.workloads = (uint32_t)n;
@@ -91,6 +94,8 @@ static void handle_get_metrics(ink_rpc_call *call, const ProtobufCMessage *msg, 
     resp.workloads = wm;
     resp.n_workloads = n;
     ink_rpc_reply(call, &resp.base);
+    if (req->history)
+        ink_agent_metrics_detach_history(wm, n);
     for (size_t i = 0; i < n; i++)
         free(wm[i]);
     free(wm);
@@ -167,8 +172,11 @@ static void *exec_thread(void *arg)
     exec_job *j = arg;
     ink_exec_result res;
     ink_err err = {0};
-    if (ink_runsc_exec_input(ink_supervisor_runsc(j->a->sup), j->id, j->argv, j->input,
-                             j->input_len, j->timeout_ms, EXEC_OUTPUT_MAX, &res, &err) < 0) {
+    if (!ink_supervisor_wake(j->a->sup, j->id)) {
+        ink_rpc_finish(j->call, GRPC_STATUS_FAILED_PRECONDITION,
+                       "workload '%s' was asleep and did not wake up", j->id);
+    } else if (ink_runsc_exec_input(ink_supervisor_runsc(j->a->sup), j->id, j->argv, j->input,
+                                    j->input_len, j->timeout_ms, EXEC_OUTPUT_MAX, &res, &err) < 0) {
         ink_rpc_finish(
             j->call, err.errnum == ENOENT ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_INTERNAL,
             "exec in '%s': %s", j->id, err.msg);

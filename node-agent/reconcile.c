@@ -50,7 +50,21 @@ typedef struct persisted {
     uint64_t sandbox_generation; /* the sandbox runsc has was started for it */
     uint32_t published_port;     /* chosen by the agent when the spec has none */
     ink_restart restart;
+    /* Scaled to zero in the stopped tier: no sandbox, and none is started
+     * until a request comes (a frozen one is thawed by the next agent). */
+    bool stopped_asleep;
+    ink_workload_usage usage; /* mirrored in w->usage for metrics */
 } persisted;
+
+/* Scale to zero (supervisor.h): awake, paused by the cgroup freezer, or
+ * without a sandbox. */
+typedef enum { SLEEP_NONE, SLEEP_FROZEN, SLEEP_STOPPED } sleep_tier;
+
+/* With min_replicas 0 and no idle_timeout_s in the spec. */
+#define DEFAULT_IDLE_TIMEOUT_S 300
+/* Port polls while a woken sandbox boots: the held request waits on it. */
+#define WAKE_POLL_MS 3
+#define FREEZE_TIMEOUT_MS 2000
 
 typedef struct loop {
     ink_workload *w;
@@ -77,6 +91,15 @@ typedef struct loop {
     int64_t next_attempt_ms; /* after a failed step; 0 = now */
     int64_t drain_until_ms;  /* removal: when connections in flight stop being waited for */
     char *bundle_dir, *state_path, *log_dir, *cgroup;
+    /* Scale to zero. */
+    sleep_tier sleep;
+    int64_t asleep_ms;       /* ink_mono_ms() it went to sleep */
+    int64_t active_ms;       /* last activity seen: traffic, a connection, a start */
+    uint64_t seen_packets;   /* without eBPF: rx+tx packets at the last look */
+    int64_t waking_since_ms; /* a wake of the stopped tier in progress (its request) */
+    int64_t wake_fail_until; /* after a failed wake, requests are refused at once until */
+    char wake_error[400];    /* ... with this reason */
+    bool traffic_attached;   /* Ink's tc filters are on the current veth */
 } loop;
 
 Ink__V1__Assignment *ink_assignment_dup(const Ink__V1__Assignment *a)
@@ -156,6 +179,8 @@ static void set_status(loop *l, Ink__V1__WorkloadStatus__State state, const char
     snprintf(st->image_digest, sizeof st->image_digest, "%s", l->p.image_digest);
     snprintf(st->address, sizeof st->address, "%s", l->net_ready ? l->net.addr_str : "");
     snprintf(st->host_ifname, sizeof st->host_ifname, "%s", l->net_ready ? l->net.host_ifname : "");
+    if (changed)
+        pthread_cond_broadcast(&s->cond); /* ink_supervisor_lookup waits for a wake */
     pthread_mutex_unlock(&s->mu);
     if (changed && s->cfg.on_change)
         s->cfg.on_change(s->cfg.arg);
@@ -211,7 +236,20 @@ static void load_persisted(loop *l)
     p->restart.crash_loop = json_is_true(json_object_get(r, "crash_loop"));
     const char *reason = json_string_value(json_object_get(r, "reason"));
     snprintf(p->restart.reason, sizeof p->restart.reason, "%s", reason ? reason : "");
+    p->stopped_asleep = json_is_true(json_object_get(j, "stopped_asleep"));
+    json_t *u = json_object_get(j, "usage");
+    p->usage.cpu_ns = (uint64_t)json_integer_value(json_object_get(u, "cpu_ns"));
+    p->usage.traffic.rx_bytes = (uint64_t)json_integer_value(json_object_get(u, "rx_bytes"));
+    p->usage.traffic.tx_bytes = (uint64_t)json_integer_value(json_object_get(u, "tx_bytes"));
+    p->usage.traffic.rx_packets = (uint64_t)json_integer_value(json_object_get(u, "rx_packets"));
+    p->usage.traffic.tx_packets = (uint64_t)json_integer_value(json_object_get(u, "tx_packets"));
+    p->usage.sleeps = (uint64_t)json_integer_value(json_object_get(u, "sleeps"));
+    p->usage.wakes = (uint64_t)json_integer_value(json_object_get(u, "wakes"));
+    p->usage.last_wake_ms = (uint32_t)json_integer_value(json_object_get(u, "last_wake_ms"));
     json_decref(j);
+    pthread_mutex_lock(&l->s->mu);
+    l->w->usage = p->usage;
+    pthread_mutex_unlock(&l->s->mu);
 }
 
 static void save_persisted(loop *l)
@@ -224,6 +262,19 @@ static void save_persisted(loop *l)
         "restarts", (int)p->restart.restarts, "recent", (int)p->restart.recent, "started_ms",
         (json_int_t)p->restart.started_ms, "next_start_ms", (json_int_t)p->restart.next_start_ms,
         "crash_loop", p->restart.crash_loop, "reason", p->restart.reason);
+    json_object_set_new(j, "stopped_asleep", json_boolean(p->stopped_asleep));
+    json_object_set_new(j, "usage",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "cpu_ns",
+                                  (json_int_t)p->usage.cpu_ns, "rx_bytes",
+                                  (json_int_t)p->usage.traffic.rx_bytes, "tx_bytes",
+                                  (json_int_t)p->usage.traffic.tx_bytes, "rx_packets",
+                                  (json_int_t)p->usage.traffic.rx_packets, "tx_packets",
+                                  (json_int_t)p->usage.traffic.tx_packets, "sleeps",
+                                  (json_int_t)p->usage.sleeps, "wakes", (json_int_t)p->usage.wakes,
+                                  "last_wake_ms", (json_int_t)p->usage.last_wake_ms));
+    pthread_mutex_lock(&l->s->mu);
+    l->w->usage = p->usage;
+    pthread_mutex_unlock(&l->s->mu);
     cleanup_free char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(j);
     ink_err err = {0};
@@ -258,6 +309,8 @@ static void pump_logs(loop *l)
     if (ink_log_sink_pump(l->logs, &err) < 0)
         LOG_WARN("capturing workload output failed", "workload", l->w->id, "error", err.msg);
 }
+
+static void attach_traffic(loop *l);
 
 /* ------------------------------------------------------------ prepare */
 
@@ -356,7 +409,9 @@ static int prepare(loop *l, ink_err *err)
         }
         l->net_ready = true;
         l->net_fresh = true;
+        l->traffic_attached = false;
     }
+    attach_traffic(l);
     /* The node resolver, and the app's own name for its address, in files
      * the sandbox mounts read-only. */
     cleanup_free char *resolv = NULL, *hosts = NULL;
@@ -391,6 +446,86 @@ static int prepare(loop *l, ink_err *err)
     }
     ink_image_free(&img);
     return rc;
+}
+
+/* ------------------------------------------------------------ usage */
+
+/* The sandbox is about to go (runsc delete takes its cgroup): the CPU
+ * time it used joins the totals, and metrics stop adding the cgroup's, in
+ * one step so that no sample counts it twice or not at all. Once per
+ * sandbox. */
+static void fold_cgroup(loop *l)
+{
+    ink_supervisor *s = l->s;
+    pthread_mutex_lock(&s->mu);
+    bool folded = l->w->cgroup_folded;
+    pthread_mutex_unlock(&s->mu);
+    if (folded)
+        return;
+    ink_cgroup_stats cs;
+    ink_cgroup_read_stats(l->cgroup, &cs);
+    pthread_mutex_lock(&s->mu);
+    l->p.usage.cpu_ns += cs.cpu_ns;
+    l->w->usage = l->p.usage;
+    l->w->cgroup_folded = true;
+    pthread_mutex_unlock(&s->mu);
+    save_persisted(l);
+}
+
+static void drop_cgroup(loop *l)
+{
+    ink_cgroup_remove(l->cgroup);
+}
+
+static void set_traffic_ifindex(loop *l, unsigned ifindex)
+{
+    pthread_mutex_lock(&l->s->mu);
+    l->w->traffic_ifindex = ifindex;
+    pthread_mutex_unlock(&l->s->mu);
+}
+
+/* Ink's tc counters on the workload's veth (metrics/traffic.h). A veth
+ * made again has a new index: the old entry's counts join the totals. */
+static void attach_traffic(loop *l)
+{
+    ink_supervisor *s = l->s;
+    if (!s->traffic || !l->net_ready || l->traffic_attached)
+        return;
+    unsigned old = l->w->traffic_ifindex, idx = 0;
+    ink_err err = {0};
+    if (ink_traffic_attach(s->traffic, l->net.host_ifname, &idx, &err) < 0) {
+        LOG_WARN("cannot count the workload's traffic with eBPF", "workload", l->w->id, "error",
+                 err.msg);
+        return;
+    }
+    if (old && old != idx) {
+        ink_traffic_counters c;
+        if (ink_traffic_read(s->traffic, old, &c, &err) == 1) {
+            l->p.usage.traffic.rx_bytes += c.rx_bytes;
+            l->p.usage.traffic.tx_bytes += c.tx_bytes;
+            l->p.usage.traffic.rx_packets += c.rx_packets;
+            l->p.usage.traffic.tx_packets += c.tx_packets;
+            save_persisted(l);
+        }
+        ink_traffic_detach(s->traffic, NULL, old, &err);
+    }
+    set_traffic_ifindex(l, idx);
+    l->traffic_attached = true;
+}
+
+static void detach_traffic(loop *l)
+{
+    ink_supervisor *s = l->s;
+    if (!s->traffic)
+        return;
+    char ifname[IFNAMSIZ];
+    ink_net_host_ifname(l->w->id, ifname);
+    ink_err err = {0};
+    if (ink_traffic_detach(s->traffic, ifname, l->w->traffic_ifindex, &err) < 0)
+        LOG_WARN("removing the workload's eBPF counters failed", "workload", l->w->id, "error",
+                 err.msg);
+    set_traffic_ifindex(l, 0);
+    l->traffic_attached = false;
 }
 
 /* ------------------------------------------------------------ sandbox */
@@ -444,9 +579,10 @@ static int remove_sandbox(loop *l, ink_err *err)
     if (ink_runsc_stop(&s->runsc, l->w->id, s->cfg.stop_grace_ms, err) < 0)
         LOG_WARN("stopping sandbox failed; forcing", "workload", l->w->id, "error", err->msg);
     ink_err_clear(err);
+    fold_cgroup(l);
     if (ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
         return -1;
-    ink_cgroup_remove(l->cgroup);
+    drop_cgroup(l);
     l->sandbox_up = false;
     l->exited = false;
     return 0;
@@ -475,10 +611,11 @@ static int start_sandbox(loop *l, ink_err *err)
     if (open_logs(l, err) < 0)
         return -1;
     /* A stopped sandbox of the same id may still be registered. */
+    fold_cgroup(l); /* a sandbox that ended while no agent ran */
     if (ink_runsc_known(&s->runsc, l->w->id) &&
         ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
         return -1;
-    ink_cgroup_remove(l->cgroup);
+    drop_cgroup(l);
     /* Every start sets the namespace up again: gVisor's netstack moved
      * eth0's address and routes into the sandbox that ended, and the next
      * one must find them on eth0 to take them over. */
@@ -488,6 +625,9 @@ static int start_sandbox(loop *l, ink_err *err)
         if (ink_workload_net_setup(s->net, l->w->id, &l->net, err) < 0)
             return ink_err_wrap(err, "network");
         l->net_ready = true;
+        if (l->net.host_ifindex != (int)l->w->traffic_ifindex)
+            l->traffic_attached = false;
+        attach_traffic(l);
     }
     l->net_fresh = false;
     if (program_firewall(l, err) < 0)
@@ -502,6 +642,9 @@ static int start_sandbox(loop *l, ink_err *err)
     close(err_fd);
     if (rc < 0)
         return -1;
+    pthread_mutex_lock(&s->mu);
+    l->w->cgroup_folded = false; /* a new cgroup: metrics add it again */
+    pthread_mutex_unlock(&s->mu);
     ink_restart_started(&l->p.restart, ink_now_ms());
     l->p.sandbox_generation = l->want->generation;
     save_persisted(l);
@@ -510,6 +653,7 @@ static int start_sandbox(loop *l, ink_err *err)
     l->exited = false;
     l->cpu_settled = false;
     l->started_mono_ms = t0;
+    l->active_ms = ink_mono_ms();
     syslog_line(l, "started generation %llu (%s)", (unsigned long long)l->want->generation,
                 l->p.image_digest);
     LOG_INFO("workload started", "workload", l->w->id, "generation", LOG_U64(l->want->generation),
@@ -531,9 +675,10 @@ static void handle_exit(loop *l)
     ink_err err = {0};
     set_ready(l, false);
     stop_waiter(l);
+    fold_cgroup(l);
     if (ink_runsc_delete(&l->s->runsc, l->w->id, true, &err) < 0)
         LOG_WARN("removing ended sandbox failed", "workload", l->w->id, "error", err.msg);
-    ink_cgroup_remove(l->cgroup);
+    drop_cgroup(l);
     l->sandbox_up = false;
     l->exited = false;
     save_persisted(l);
@@ -637,6 +782,8 @@ static void retry_later(loop *l, Ink__V1__WorkloadStatus__State state, const cha
              "retry_ms", LOG_INT(delay));
 }
 
+static void leave_sleep(loop *l);
+
 /* Tears everything down; 0 when nothing of the workload is left. */
 /* How long a removed workload's connections in flight may take. */
 #define REMOVE_DRAIN_MS 5000
@@ -663,6 +810,8 @@ static int converge_removed(loop *l)
         }
     }
     unpublish(l);
+    if (l->sleep == SLEEP_FROZEN)
+        leave_sleep(l);
     if (ink_runsc_known(&s->runsc, l->w->id) && remove_sandbox(l, &err) < 0) {
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing sandbox", &err);
         return -1;
@@ -674,6 +823,7 @@ static int converge_removed(loop *l)
         return -1;
     }
     l->fw_ready = false;
+    detach_traffic(l);
     if (ink_workload_net_teardown(s->net, l->w->id, &err) < 0) {
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__STOPPED, "removing network", &err);
         return -1;
@@ -709,11 +859,245 @@ static int adopt_network(loop *l)
     }
     if (found == 1 && l->net.netns_exists && l->net.host_ifindex > 0) {
         l->net_ready = true;
+        attach_traffic(l);
         return 0;
     }
     ink_workload_net_free(&l->net);
     memset(&l->net, 0, sizeof l->net);
     return 0; /* incomplete: let setup repair it */
+}
+
+/* ------------------------------------------------------------ scale to zero */
+
+static bool scales_to_zero(const loop *l)
+{
+    return l->want && l->want->min_replicas == 0 && l->want->port && l->s->forwarder;
+}
+
+static int64_t idle_timeout_ms(const loop *l)
+{
+    uint32_t s = l->want->idle_timeout_s ? l->want->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+    return (int64_t)s * 1000;
+}
+
+static void set_asleep(loop *l, bool asleep)
+{
+    pthread_mutex_lock(&l->s->mu);
+    l->w->asleep = asleep;
+    l->w->wake_asked_ms = 0;
+    pthread_mutex_unlock(&l->s->mu);
+}
+
+/* When a request asked for a wake (ink_mono_ms), 0: none. */
+static int64_t wake_asked(loop *l)
+{
+    pthread_mutex_lock(&l->s->mu);
+    int64_t t = l->w->wake_asked_ms;
+    pthread_mutex_unlock(&l->s->mu);
+    return t;
+}
+
+/* How long nothing has moved: no packet through its veth (eBPF, or the
+ * veth's statistics looked at on each pass), no connection through its
+ * published port, no start. */
+static int64_t idle_for_ms(loop *l)
+{
+    int64_t now = ink_mono_ms();
+    if (l->active_ms == 0)
+        l->active_ms = now;
+    ink_traffic_counters c;
+    bool ebpf = false;
+    if (ink_supervisor_read_traffic(l->s, l->w->traffic_ifindex, l->net.host_ifname, &c, &ebpf)) {
+        uint64_t last_ns = ink_traffic_last_activity(&c);
+        if (ebpf && last_ns && (int64_t)(last_ns / 1000000) > l->active_ms)
+            l->active_ms = (int64_t)(last_ns / 1000000);
+        uint64_t packets = c.rx_packets + c.tx_packets;
+        if (!ebpf && packets != l->seen_packets) {
+            l->seen_packets = packets;
+            l->active_ms = now;
+        }
+    }
+    ink_forward_stats fs;
+    if (ink_forwarder_stats(l->s->forwarder, l->w->id, &fs) == 0) {
+        if (fs.connections_active > 0)
+            l->active_ms = now;
+        int64_t last = fs.last_activity_ms ? now - (ink_now_ms() - fs.last_activity_ms) : 0;
+        if (last > l->active_ms)
+            l->active_ms = last;
+    }
+    return now - l->active_ms;
+}
+
+/* The stopped tier: no sandbox (memory freed); its network, rules and
+ * held port stay. */
+static int stop_asleep(loop *l, ink_err *err)
+{
+    if (remove_sandbox(l, err) < 0)
+        return -1;
+    l->sleep = SLEEP_STOPPED;
+    l->p.stopped_asleep = true;
+    l->p.restart.next_start_ms = 0;
+    save_persisted(l);
+    syslog_line(l, "asleep: sandbox stopped (memory freed); the next request starts it");
+    LOG_INFO("workload asleep: stopped", "workload", l->w->id);
+    return 0;
+}
+
+/* Idle long enough: new connections are held from now on, then the
+ * sandbox is frozen (or stopped, with sleep_stop_after 0). A connection
+ * that slipped through before the hold keeps it awake. */
+static void fall_asleep(loop *l, int64_t idle_ms)
+{
+    ink_supervisor *s = l->s;
+    ink_err err = {0};
+    ink_forwarder_pause(s->forwarder, l->w->id, s->cfg.wake_timeout_ms);
+    ink_forward_stats fs;
+    if (ink_forwarder_stats(s->forwarder, l->w->id, &fs) == 0 && fs.connections_active > 0) {
+        ink_forwarder_resume(s->forwarder, l->w->id);
+        l->active_ms = ink_mono_ms();
+        return;
+    }
+    set_asleep(l, true);
+    if (s->cfg.sleep_stop_after_ms == 0) {
+        if (stop_asleep(l, &err) < 0) {
+            LOG_WARN("cannot stop the idle workload; it stays up", "workload", l->w->id, "error",
+                     err.msg);
+            set_asleep(l, false);
+            ink_forwarder_resume(s->forwarder, l->w->id);
+            l->active_ms = ink_mono_ms();
+            return;
+        }
+    } else {
+        if (ink_cgroup_freeze(l->cgroup, true, FREEZE_TIMEOUT_MS, &err) < 0) {
+            LOG_WARN("cannot pause the idle workload; it stays up", "workload", l->w->id, "error",
+                     err.msg);
+            ink_cgroup_freeze(l->cgroup, false, FREEZE_TIMEOUT_MS, &err);
+            set_asleep(l, false);
+            ink_forwarder_resume(s->forwarder, l->w->id);
+            l->active_ms = ink_mono_ms();
+            return;
+        }
+        l->sleep = SLEEP_FROZEN;
+        syslog_line(l, "asleep after %llds idle: paused (memory kept); the next request wakes it",
+                    (long long)(idle_ms / 1000));
+        LOG_INFO("workload asleep: paused", "workload", l->w->id, "idle_ms", LOG_INT(idle_ms));
+    }
+    l->asleep_ms = ink_mono_ms();
+    l->p.usage.sleeps++;
+    save_persisted(l);
+    set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING,
+               l->sleep == SLEEP_FROZEN ? "idle: paused, wakes on the next request"
+                                        : "idle: stopped, starts on the next request");
+}
+
+static void woke(loop *l, int64_t asked_ms)
+{
+    int64_t took = asked_ms ? ink_mono_ms() - asked_ms : 0;
+    l->p.usage.wakes++;
+    l->p.usage.last_wake_ms = (uint32_t)took;
+    save_persisted(l);
+    l->active_ms = ink_mono_ms();
+    syslog_line(l, "woken by a request in %lld ms", (long long)took);
+    LOG_INFO("workload woken", "workload", l->w->id, "tier",
+             l->sleep == SLEEP_FROZEN ? "paused" : "stopped", "ms", LOG_INT(took));
+}
+
+/* Awake again, for whatever reason (a request, a new spec, removal):
+ * thawed if frozen; the forwarder's held connections go once the port
+ * answers (converge resumes it). */
+static void leave_sleep(loop *l)
+{
+    ink_err err = {0};
+    if (l->sleep == SLEEP_FROZEN &&
+        ink_cgroup_freeze(l->cgroup, false, FREEZE_TIMEOUT_MS, &err) < 0)
+        LOG_WARN("thawing the workload failed", "workload", l->w->id, "error", err.msg);
+    if (l->p.stopped_asleep) {
+        l->p.stopped_asleep = false;
+        save_persisted(l);
+    }
+    l->sleep = SLEEP_NONE;
+    set_asleep(l, false);
+}
+
+/* A wake that cannot succeed (start failed, the app ended or did not
+ * answer in time): the held requests get the reason, the workload goes
+ * back to the stopped tier, and requests for the next few seconds are
+ * refused at once instead of each paying for another failed start. */
+static void wake_failed(loop *l, const char *why)
+{
+    ink_supervisor *s = l->s;
+    snprintf(l->wake_error, sizeof l->wake_error, "%s could not be woken: %s",
+             *l->want->app ? l->want->app : l->w->id, why);
+    unsigned n = ink_forwarder_fail_held(s->forwarder, l->w->id, l->wake_error);
+    syslog_line(l, "wake failed: %s", why);
+    LOG_WARN("wake failed", "workload", l->w->id, "error", why, "requests_refused", LOG_INT(n));
+    ink_err err = {0};
+    if (ink_runsc_known(&s->runsc, l->w->id) && remove_sandbox(l, &err) < 0)
+        LOG_WARN("removing the failed sandbox failed", "workload", l->w->id, "error", err.msg);
+    l->waking_since_ms = 0;
+    l->sleep = SLEEP_STOPPED;
+    l->p.stopped_asleep = true;
+    l->p.restart.next_start_ms = 0;
+    save_persisted(l);
+    set_asleep(l, true);
+    ink_forwarder_pause(s->forwarder, l->w->id, s->cfg.wake_timeout_ms);
+    l->wake_fail_until = ink_mono_ms() + ink_backoff_next(&l->prepare_backoff);
+    set_status(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "%s", l->wake_error);
+}
+
+/* A pass while asleep. Returns true when the pass is done (still asleep),
+ * false when converge goes on (woken, or the sandbox is to be started). */
+static bool sleep_pass(loop *l)
+{
+    ink_supervisor *s = l->s;
+    ink_err err = {0};
+    int64_t asked = wake_asked(l);
+    if (asked) {
+        if (l->sleep == SLEEP_STOPPED && ink_mono_ms() < l->wake_fail_until) {
+            ink_forwarder_fail_held(s->forwarder, l->w->id, l->wake_error);
+            set_asleep(l, true); /* the next request asks again */
+            return true;
+        }
+        if (l->sleep == SLEEP_FROZEN) {
+            if (ink_cgroup_freeze(l->cgroup, false, FREEZE_TIMEOUT_MS, &err) < 0) {
+                LOG_WARN("thawing the workload failed; starting it again", "workload", l->w->id,
+                         "error", err.msg);
+                l->sleep = SLEEP_STOPPED;
+            } else {
+                ink_forwarder_resume(s->forwarder, l->w->id);
+                woke(l, asked);
+                leave_sleep(l);
+                return false;
+            }
+        }
+        /* Stopped: converge starts the sandbox; the port's answer ends
+         * the wake (converge, alive branch). */
+        set_status(l, INK__V1__WORKLOAD_STATUS__STATE__WAKING, "woken by a request");
+        l->waking_since_ms = asked;
+        leave_sleep(l);
+        return false;
+    }
+    if (l->sleep == SLEEP_FROZEN && ink_mono_ms() - l->asleep_ms >= s->cfg.sleep_stop_after_ms) {
+        /* runsc cannot stop a frozen sandbox: thawed for its SIGTERM. */
+        if (ink_cgroup_freeze(l->cgroup, false, FREEZE_TIMEOUT_MS, &err) < 0 ||
+            stop_asleep(l, &err) < 0)
+            LOG_WARN("stopping the sleeping workload failed", "workload", l->w->id, "error",
+                     err.msg);
+        else
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING,
+                       "idle: stopped, starts on the next request");
+    }
+    if (l->sleep == SLEEP_STOPPED && !l->published) {
+        /* A restarted agent: the port is held again. */
+        if (publish(l, &err) < 0)
+            LOG_WARN("publishing the sleeping workload's port failed", "workload", l->w->id,
+                     "error", err.msg);
+        ink_forwarder_pause(s->forwarder, l->w->id, s->cfg.wake_timeout_ms);
+        set_asleep(l, true);
+        set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING,
+                   "idle: stopped, starts on the next request");
+    }
+    return true;
 }
 
 static void converge(loop *l)
@@ -745,6 +1129,19 @@ static void converge(loop *l)
             /* A new spec starts from a clean restart history. */
             l->p.restart = (ink_restart){0};
             save_persisted(l);
+        }
+    }
+
+    if (l->p.stopped_asleep && l->sleep == SLEEP_NONE && !l->waking_since_ms)
+        l->sleep = SLEEP_STOPPED; /* as the previous agent left it */
+    if (l->sleep != SLEEP_NONE) {
+        /* A new spec, or no more scale to zero: up again at once. */
+        if (l->p.sandbox_generation != a->generation || !scales_to_zero(l)) {
+            if (l->sleep == SLEEP_FROZEN)
+                ink_forwarder_resume(s->forwarder, l->w->id);
+            leave_sleep(l);
+        } else if (sleep_pass(l)) {
+            return;
         }
     }
 
@@ -808,11 +1205,34 @@ static void converge(loop *l)
             syslog_line(l, "ready: port %u answers", a->port);
         }
         settle_cpu(l);
+        if (l->waking_since_ms) {
+            if (l->ready) {
+                ink_forwarder_resume(s->forwarder, l->w->id);
+                l->sleep = SLEEP_STOPPED; /* for the log line */
+                woke(l, l->waking_since_ms);
+                l->sleep = SLEEP_NONE;
+                l->waking_since_ms = 0;
+            } else if (ink_mono_ms() - l->waking_since_ms > s->cfg.wake_timeout_ms) {
+                char why[128];
+                snprintf(why, sizeof why, "port %u did not answer within %llds", a->port,
+                         (long long)(s->cfg.wake_timeout_ms / 1000));
+                wake_failed(l, why);
+                return;
+            } else {
+                set_status(l, INK__V1__WORKLOAD_STATUS__STATE__WAKING, "woken by a request");
+                return;
+            }
+        }
         if (l->ready)
             set_status(l, INK__V1__WORKLOAD_STATUS__STATE__RUNNING, NULL);
         else
             set_status(l, INK__V1__WORKLOAD_STATUS__STATE__STARTING, "waiting for port %u",
                        a->port);
+        if (l->ready && scales_to_zero(l) && l->published) {
+            int64_t idle = idle_for_ms(l);
+            if (idle >= idle_timeout_ms(l))
+                fall_asleep(l, idle);
+        }
         return;
     }
 
@@ -832,7 +1252,14 @@ static void converge(loop *l)
          * exit status is lost; the cgroup still tells an OOM kill. */
         if (l->p.restart.started_ms == 0)
             l->p.restart.started_ms = ink_now_ms();
+        int code = l->exited ? l->exit_status : -1;
         handle_exit(l);
+        if (l->waking_since_ms) {
+            char why[128];
+            snprintf(why, sizeof why, "it exited while starting (status %d)", code);
+            wake_failed(l, why);
+            return;
+        }
     }
     if (st.status == INK_SANDBOX_CREATED && remove_sandbox(l, &err) < 0) {
         retry_later(l, INK__V1__WORKLOAD_STATUS__STATE__FAILED, "removing half-made sandbox", &err);
@@ -846,7 +1273,12 @@ static void converge(loop *l)
                    "%s; restarting in %llds", l->p.restart.reason, (long long)(left / 1000 + 1));
         return;
     }
-    if (start_sandbox(l, &err) < 0) {
+    int started = start_sandbox(l, &err);
+    if (started < 0 && l->waking_since_ms) {
+        wake_failed(l, err.msg);
+        return;
+    }
+    if (started < 0) {
         /* A start that fails counts as an exit: same backoff, same
          * crash-loop detection. */
         ink_restart_started(&l->p.restart, ink_now_ms());
@@ -872,12 +1304,17 @@ static int64_t next_pass_ms(const loop *l)
     if (l->next_attempt_ms)
         wait = l->next_attempt_ms - now;
     else if (l->sandbox_up && !l->ready)
-        wait = READY_POLL_MS;
+        wait = l->waking_since_ms ? WAKE_POLL_MS : READY_POLL_MS;
+    else if (l->sleep == SLEEP_FROZEN)
+        wait = l->asleep_ms + l->s->cfg.sleep_stop_after_ms - now;
+    else if (l->sleep == SLEEP_NONE && l->ready && scales_to_zero(l))
+        wait = l->active_ms + idle_timeout_ms(l) - now;
     else if (!l->sandbox_up && l->p.restart.next_start_ms)
         wait = l->p.restart.next_start_ms - ink_now_ms();
     if (wait > l->s->cfg.resync_ms)
         wait = l->s->cfg.resync_ms;
-    return wait < 10 ? 10 : wait;
+    int64_t floor = l->waking_since_ms ? 1 : 10;
+    return wait < floor ? floor : wait;
 }
 
 /* Takes a newer spec or the removal order. Returns false when the loop
@@ -891,6 +1328,8 @@ static bool take_orders(loop *l, bool removal_done)
             ink__v1__assignment__free_unpacked(l->want, NULL);
         l->want = l->w->next_want;
         l->w->next_want = NULL;
+        snprintf(l->w->app, sizeof l->w->app, "%s", l->want->app);
+        snprintf(l->w->project, sizeof l->w->project, "%s", l->want->project);
         l->next_attempt_ms = 0;
         ink_backoff_reset(&l->prepare_backoff);
     }

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,24 @@ void ink_supervisor_update(ink_supervisor *s, Ink__V1__Assignment *const *want, 
             }
             ink_workload_wake(w);
         }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The forwarder's on_accept: every accepted connection, so only a flag
+ * and an eventfd write when the workload sleeps. */
+static void on_accept(const char *key, void *arg)
+{
+    ink_supervisor_wake_request(arg, key);
+}
+
+void ink_supervisor_wake_request(ink_supervisor *s, const char *id)
+{
+    pthread_mutex_lock(&s->mu);
+    ink_workload *w = find_live(s, id);
+    if (w && w->asleep && !w->wake_asked_ms) {
+        w->wake_asked_ms = ink_mono_ms();
+        ink_workload_wake(w);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -159,6 +178,33 @@ static void adopt_orphans(ink_supervisor *s)
     }
     pthread_mutex_unlock(&s->mu);
     free(ids);
+}
+
+/* Counters of interfaces that went away while no agent ran (a workload
+ * removed, a namespace deleted by hand): their entries would otherwise
+ * stay in the pinned map, and a new interface may get the same index. */
+static void drop_stale_counters(ink_supervisor *s)
+{
+    if (!s->traffic)
+        return;
+    ink_traffic_entry *entries = NULL;
+    size_t n = 0;
+    ink_err err = {0};
+    if (ink_traffic_list(s->traffic, &entries, &n, &err) < 0) {
+        LOG_WARN("listing eBPF traffic counters failed", "error", err.msg);
+        return;
+    }
+    size_t dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        char name[IF_NAMESIZE];
+        if (if_indextoname(entries[i].ifindex, name) && strncmp(name, "ink", 3) == 0)
+            continue;
+        if (ink_traffic_detach(s->traffic, NULL, entries[i].ifindex, &err) == 0)
+            dropped++;
+    }
+    free(entries);
+    if (dropped)
+        LOG_INFO("eBPF counters of vanished interfaces dropped", "entries", LOG_INT(dropped));
 }
 
 /* ------------------------------------------------------------ janitor */
@@ -435,15 +481,8 @@ static void *firewall_main(void *arg)
     while (!s->stopping) {
         int64_t due = ink_mono_ms() + s->cfg.firewall_resync_ms;
         while (!s->stopping && ink_mono_ms() < due) {
-            int64_t left = due - ink_mono_ms();
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += left / 1000;
-            ts.tv_nsec += (left % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            ink_realtime_after(due - ink_mono_ms(), &ts);
             pthread_cond_timedwait(&s->cond, &s->mu, &ts);
         }
         if (s->stopping)
@@ -510,8 +549,21 @@ int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *
         ink_err_wrap(err, "workload network");
         goto fail;
     }
-    if (ink_forwarder_start(NULL, NULL, &s->forwarder, err) < 0)
+    if (ink_forwarder_start(on_accept, s, &s->forwarder, err) < 0)
         goto fail;
+    if (cfg->bpf_pin_dir) {
+        ink_err terr = {0};
+        if (ink_traffic_open(cfg->bpf_pin_dir, &s->traffic, &terr) < 0)
+            LOG_WARN("eBPF traffic counters unavailable; traffic is counted from the veths' "
+                     "statistics and idle time from the published ports only",
+                     "error", terr.msg);
+        else
+            LOG_INFO("eBPF traffic counters loaded", "map", ink_traffic_pin_path(s->traffic),
+                     "reused", ink_traffic_reused(s->traffic) ? "true" : "false");
+    }
+    /* runsc hangs on a frozen sandbox: whatever a previous agent left
+     * paused wakes up before anything asks runsc about it. */
+    ink_cgroup_thaw_all();
     if (start_firewall(s, want, n, err) < 0)
         goto fail;
     pthread_mutex_lock(&s->mu);
@@ -522,12 +574,14 @@ int ink_supervisor_start(const ink_supervisor_config *cfg, Ink__V1__Assignment *
     }
     pthread_mutex_unlock(&s->mu);
     adopt_orphans(s);
+    drop_stale_counters(s);
     pthread_create(&s->janitor, NULL, janitor_main, s);
     pthread_create(&s->fw_thread, NULL, firewall_main, s);
     s->fw_thread_running = true;
     *out = s;
     return 0;
 fail:
+    ink_traffic_close(s->traffic);
     ink_firewall_close(s->fw);
     free_logins(s);
     ink_forwarder_stop(s->forwarder);
@@ -561,6 +615,7 @@ void ink_supervisor_stop(ink_supervisor *s)
      * takes it over. */
     ink_firewall_close(s->fw);
     ink_forwarder_stop(s->forwarder);
+    ink_traffic_close(s->traffic); /* the filters count on without an agent */
     ink_net_close(s->net);
     ink_image_store_close(s->images);
     free_logins(s);
@@ -655,12 +710,44 @@ void ink_supervisor_status_free(Ink__V1__WorkloadStatus **st, size_t n)
     free(st);
 }
 
+bool ink_supervisor_wake(ink_supervisor *s, const char *id)
+{
+    pthread_mutex_lock(&s->mu);
+    ink_workload *w = find_live(s, id);
+    if (w && !w->remove && w->asleep) {
+        if (!w->wake_asked_ms) {
+            w->wake_asked_ms = ink_mono_ms();
+            ink_workload_wake(w);
+        }
+        int64_t deadline = ink_mono_ms() + s->cfg.wake_timeout_ms;
+        while (!s->stopping && !w->done && ink_mono_ms() < deadline &&
+               (w->asleep || w->status.state != INK__V1__WORKLOAD_STATUS__STATE__RUNNING)) {
+            struct timespec ts;
+            ink_realtime_after(20, &ts);
+            pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+        }
+        w = find_live(s, id);
+    }
+    bool up = w && !w->remove && !w->asleep && w->status.running;
+    pthread_mutex_unlock(&s->mu);
+    return up;
+}
+
+bool ink_supervisor_asleep(ink_supervisor *s, const char *id)
+{
+    pthread_mutex_lock(&s->mu);
+    ink_workload *w = find_live(s, id);
+    bool asleep = w && w->asleep;
+    pthread_mutex_unlock(&s->mu);
+    return asleep;
+}
+
 int ink_supervisor_lookup(ink_supervisor *s, const char *id, char **log_dir, bool *running)
 {
     pthread_mutex_lock(&s->mu);
     ink_workload *w = find_live(s, id);
     if (w && !w->remove) {
-        *running = w->status.running;
+        *running = w->status.running && !w->asleep;
         *log_dir = ink_xasprintf("%s/logs", w->dir);
     }
     pthread_mutex_unlock(&s->mu);
@@ -699,13 +786,48 @@ static void read_veth_counters(const char *ifname, Ink__V1__WorkloadMetrics *m)
     }
 }
 
+/* The workload's traffic now: its eBPF counters, or its veth's
+ * statistics. false when there is neither. */
+static bool read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname,
+                         ink_traffic_counters *c, bool *ebpf)
+{
+    *c = (ink_traffic_counters){0};
+    *ebpf = false;
+    if (s->traffic && ifindex) {
+        ink_err err = {0};
+        if (ink_traffic_read(s->traffic, ifindex, c, &err) == 1) {
+            *ebpf = true;
+            return true;
+        }
+    }
+    if (!ifname || !ifname[0])
+        return false;
+    Ink__V1__WorkloadMetrics m = INK__V1__WORKLOAD_METRICS__INIT;
+    read_veth_counters(ifname, &m);
+    c->rx_bytes = m.rx_bytes;
+    c->rx_packets = m.rx_packets;
+    c->tx_bytes = m.tx_bytes;
+    c->tx_packets = m.tx_packets;
+    return true;
+}
+
+bool ink_supervisor_read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname,
+                                 ink_traffic_counters *c, bool *ebpf)
+{
+    return read_traffic(s, ifindex, ifname, c, ebpf);
+}
+
 int ink_supervisor_metrics(ink_supervisor *s, const char *id, Ink__V1__WorkloadMetrics ***out,
                            size_t *n)
 {
     typedef struct {
         char id[INK_NET_WORKLOAD_ID_MAX + 1];
+        char app[64], project[64];
         char ifname[IFNAMSIZ];
+        unsigned ifindex;
         bool running;
+        Ink__V1__WorkloadStatus__State state;
+        ink_workload_usage base;
     } item;
     pthread_mutex_lock(&s->mu);
     size_t cap = 0;
@@ -716,10 +838,15 @@ int ink_supervisor_metrics(ink_supervisor *s, const char *id, Ink__V1__WorkloadM
     for (ink_workload *w = s->list; w; w = w->next) {
         if (w->done || w->remove || (id && strcmp(id, w->id) != 0))
             continue;
-        snprintf(items[count].id, sizeof items[count].id, "%s", w->id);
-        snprintf(items[count].ifname, sizeof items[count].ifname, "%s", w->status.host_ifname);
-        items[count].running = w->status.running;
-        count++;
+        item *it = &items[count++];
+        snprintf(it->id, sizeof it->id, "%s", w->id);
+        snprintf(it->app, sizeof it->app, "%s", w->app);
+        snprintf(it->project, sizeof it->project, "%s", w->project);
+        snprintf(it->ifname, sizeof it->ifname, "%s", w->status.host_ifname);
+        it->ifindex = w->traffic_ifindex;
+        it->running = w->status.running && !w->cgroup_folded;
+        it->state = w->status.state;
+        it->base = w->usage;
     }
     pthread_mutex_unlock(&s->mu);
     if (id && count == 0) {
@@ -728,24 +855,50 @@ int ink_supervisor_metrics(ink_supervisor *s, const char *id, Ink__V1__WorkloadM
     }
     Ink__V1__WorkloadMetrics **v = ink_xcalloc(count ? count : 1, sizeof *v);
     for (size_t i = 0; i < count; i++) {
-        /* One allocation for the message and its id. */
-        Ink__V1__WorkloadMetrics *m = ink_xcalloc(1, sizeof *m + strlen(items[i].id) + 1);
+        const item *it = &items[i];
+        /* One allocation for the message and its strings. */
+        size_t lid = strlen(it->id) + 1, lapp = strlen(it->app) + 1;
+        Ink__V1__WorkloadMetrics *m =
+            ink_xcalloc(1, sizeof *m + lid + lapp + strlen(it->project) + 1);
         ink__v1__workload_metrics__init(m);
         m->workload_id = (char *)(m + 1);
-        strcpy(m->workload_id, items[i].id);
-        if (items[i].running) {
+        memcpy(m->workload_id, it->id, lid);
+        m->app = m->workload_id + lid;
+        memcpy(m->app, it->app, lapp);
+        m->project = m->app + lapp;
+        strcpy(m->project, it->project);
+        m->state = it->state;
+        m->cpu_ns = it->base.cpu_ns;
+        if (it->running) {
             ink_cgroup_stats cs;
-            cleanup_free char *cg = ink_cgroup_path(items[i].id);
+            cleanup_free char *cg = ink_cgroup_path(it->id);
             ink_cgroup_read_stats(cg, &cs);
-            m->cpu_ns = cs.cpu_ns;
+            m->cpu_ns += cs.cpu_ns;
             m->memory_bytes = cs.memory_bytes;
             m->pids = cs.pids;
         }
-        if (items[i].ifname[0])
-            read_veth_counters(items[i].ifname, m);
+        ink_traffic_counters c;
+        bool ebpf = false;
+        read_traffic(s, it->ifindex, it->ifname, &c, &ebpf);
+        m->traffic_ebpf = ebpf;
+        m->rx_bytes = it->base.traffic.rx_bytes + c.rx_bytes;
+        m->tx_bytes = it->base.traffic.tx_bytes + c.tx_bytes;
+        m->rx_packets = it->base.traffic.rx_packets + c.rx_packets;
+        m->tx_packets = it->base.traffic.tx_packets + c.tx_packets;
+        int64_t last_ms = 0;
+        uint64_t last_ns = ink_traffic_last_activity(&c);
+        if (last_ns) /* monotonic: to wall-clock time */
+            last_ms = ink_now_ms() - (ink_mono_ms() - (int64_t)(last_ns / 1000000));
         ink_forward_stats fs;
-        if (s->forwarder && ink_forwarder_stats(s->forwarder, items[i].id, &fs) == 0)
-            m->last_activity_unix_ms = fs.last_activity_ms;
+        if (s->forwarder && ink_forwarder_stats(s->forwarder, it->id, &fs) == 0) {
+            if (fs.last_activity_ms > last_ms)
+                last_ms = fs.last_activity_ms;
+            m->connections_active = (uint32_t)fs.connections_active;
+        }
+        m->last_activity_unix_ms = last_ms;
+        m->sleeps = it->base.sleeps;
+        m->wakes = it->base.wakes;
+        m->last_wake_ms = it->base.last_wake_ms;
         v[i] = m;
     }
     free(items);

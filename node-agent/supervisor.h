@@ -55,6 +55,15 @@ typedef struct ink_supervisor_config {
      * compared with what was applied (net/firewall.h). */
     const char *policy_dir;
     int64_t firewall_resync_ms;
+    /* Scale to zero (apps with min_replicas 0): idle for the app's
+     * idle_timeout_s, a workload is paused (its cgroup frozen); paused for
+     * sleep_stop_after_ms, its sandbox is stopped. A connection to its
+     * published port wakes it and waits up to wake_timeout_ms. */
+    int64_t sleep_stop_after_ms;
+    int64_t wake_timeout_ms;
+    /* eBPF traffic counters pinned here (metrics/traffic.h); NULL: the
+     * veths' own statistics, and idle time from the published port only. */
+    const char *bpf_pin_dir;
     /* Called (from a workload thread) whenever a workload's reported state
      * changes, so the status can reach the coordinator early. */
     void (*on_change)(void *arg);
@@ -89,8 +98,16 @@ int ink_supervisor_reload_policies(ink_supervisor *s, ink_err *err);
 ink_pol_resolve ink_supervisor_resolve_mode(ink_supervisor *s, const char *policy);
 
 /* For AgentService: 0 and the workload's log directory (caller frees) and
- * whether its sandbox is running; -1 when there is no such workload. */
+ * whether its sandbox is running (not asleep); -1 when there is no such
+ * workload. */
 int ink_supervisor_lookup(ink_supervisor *s, const char *id, char **log_dir, bool *running);
+
+/* Wakes the workload if it sleeps (scale to zero) and waits, up to the
+ * wake timeout, until it runs: for exec, which runsc cannot do into a
+ * frozen or absent sandbox. true when its sandbox is up. */
+bool ink_supervisor_wake(ink_supervisor *s, const char *id);
+/* Scaled to zero (paused or stopped) right now. */
+bool ink_supervisor_asleep(ink_supervisor *s, const char *id);
 
 /* Metrics of one workload (id) or all (NULL). Caller frees each with
  * free() (they hold no pointers but workload_id, allocated with them). */

@@ -11,6 +11,7 @@
 #include "logs.h"
 #include "net.h"
 #include "restart.h"
+#include "traffic.h"
 #include "supervisor.h"
 
 typedef struct ink_workload ink_workload;
@@ -37,8 +38,9 @@ struct ink_supervisor {
     ink_image_store *images;
     ink_net *net;
     ink_forwarder *forwarder;
-    ink_firewall *fw;    /* Ink's nftables table */
-    pthread_t fw_thread; /* drift checks, host names */
+    ink_traffic *traffic; /* eBPF counters; NULL: veth statistics */
+    ink_firewall *fw;     /* Ink's nftables table */
+    pthread_t fw_thread;  /* drift checks, host names */
     bool fw_thread_running;
     ink_registry_opts registry;
     struct ink_registry_login *logins; /* registry_credentials */
@@ -78,6 +80,17 @@ typedef struct ink_workload_status {
     char host_ifname[IFNAMSIZ];
 } ink_workload_status;
 
+/* What a workload used before its current sandbox and interface: folded
+ * in when a sandbox's cgroup or a veth's counters go away, so that totals
+ * go on counting across sleeps and restarts (persisted with the loop's
+ * state). */
+typedef struct ink_workload_usage {
+    uint64_t cpu_ns;
+    ink_traffic_counters traffic;
+    uint64_t sleeps, wakes;
+    uint32_t last_wake_ms;
+} ink_workload_usage;
+
 struct ink_workload {
     ink_workload *next;
     ink_supervisor *sup;
@@ -91,7 +104,25 @@ struct ink_workload {
     bool remove;                    /* no longer wanted: tear down */
     bool done;                      /* the loop has ended; join and free */
     ink_workload_status status;
+    char app[64], project[64];
+    unsigned traffic_ifindex; /* key of its eBPF counters; 0: none */
+    /* The sandbox's CPU time is in usage already (it is being removed):
+     * metrics add its cgroup's no more. */
+    bool cgroup_folded;
+    ink_workload_usage usage; /* totals before the current sandbox and veth */
+    /* Scale to zero: asleep (frozen or stopped), and a connection to its
+     * port asked for a wake at wake_asked_ms (ink_mono_ms; 0: none). */
+    bool asleep;
+    int64_t wake_asked_ms;
 };
+
+/* A workload's traffic counters now: eBPF (*ebpf) when it has an entry,
+ * else its veth's statistics; false when there are neither. */
+bool ink_supervisor_read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname,
+                                 ink_traffic_counters *c, bool *ebpf);
+
+/* A connection came for a sleeping workload (forwarder thread). */
+void ink_supervisor_wake_request(ink_supervisor *s, const char *id);
 
 ink_workload *ink_workload_new(ink_supervisor *s, const char *id);
 void ink_workload_wake(ink_workload *w);

@@ -870,13 +870,7 @@ pid_t ink_dns_helper_pid(ink_dns *d)
 int ink_dns_sync(ink_dns *d, int64_t timeout_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (timeout_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    ink_realtime_after(timeout_ms, &ts);
     pthread_mutex_lock(&d->mu);
     uint64_t req = ++d->sync_req;
     d->dirty = true;

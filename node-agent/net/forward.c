@@ -1080,3 +1080,77 @@ int ink_forwarder_stats(ink_forwarder *f, const char *key, ink_forward_stats *ou
     pthread_mutex_unlock(&f->mu);
     return m ? 0 : -1;
 }
+
+/* The first bytes the held client sent, without taking them: tee(2) copies
+ * the start of the pipe they were spliced into (or, not read yet, a peek
+ * at the socket). */
+static size_t held_peek(const conn *c, char *buf, size_t len)
+{
+    if (c->up.pending == 0 || c->up.pipe[0] < 0) {
+        ssize_t got = c->client.fd >= 0 ? recv(c->client.fd, buf, len, MSG_PEEK | MSG_DONTWAIT) : 0;
+        return got > 0 ? (size_t)got : 0;
+    }
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return 0;
+    ssize_t n = tee(c->up.pipe[0], p[1], len, SPLICE_F_NONBLOCK);
+    ssize_t got = n > 0 ? read(p[0], buf, (size_t)n < len ? (size_t)n : len) : 0;
+    close(p[0]);
+    close(p[1]);
+    return got > 0 ? (size_t)got : 0;
+}
+
+/* "GET / HTTP/1.1", "POST /x HTTP/1.0", ...: a method token, a space. */
+static bool looks_like_http(const char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z')
+        i++;
+    return i >= 3 && i < n && b[i] == ' ';
+}
+
+unsigned ink_forwarder_fail_held(ink_forwarder *f, const char *key, const char *reason)
+{
+    if (!key)
+        return 0;
+    char body[768];
+    int blen = snprintf(body, sizeof body, "%s\n", reason ? reason : "the app could not start");
+    if (blen < 0 || (size_t)blen >= sizeof body)
+        blen = (int)sizeof body - 1;
+    char resp[1024];
+    int rlen = snprintf(resp, sizeof resp,
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "
+                        "charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n"
+                        "Retry-After: 5\r\n\r\n%.*s",
+                        blen, blen, body);
+    unsigned n = 0;
+    pthread_mutex_lock(&f->mu);
+    mapping *m = find_mapping(f, key);
+    for (mapping *y = m ? m->g->members : NULL; y; y = y->gnext) {
+        for (conn *c = y->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->state != CONN_HELD)
+                continue;
+            char head[32];
+            size_t hl = held_peek(c, head, sizeof head);
+            bool http = looks_like_http(head, hl);
+            if (http && c->client.fd >= 0) {
+                /* The response fits any socket buffer; the client's
+                 * unread bytes are drained first, or close() would send
+                 * a reset that can overtake the response. */
+                ssize_t w = send(c->client.fd, resp, (size_t)rlen, MSG_NOSIGNAL | MSG_DONTWAIT);
+                (void)w;
+                shutdown(c->client.fd, SHUT_WR);
+                char sink[4096];
+                while (recv(c->client.fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+                    ;
+            }
+            conn_close(f, c, !http);
+            n++;
+        }
+    }
+    if (n)
+        wake(f);
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}

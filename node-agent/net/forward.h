@@ -128,6 +128,13 @@ int ink_forwarder_pause(ink_forwarder *f, const char *key, int64_t hold_ms);
  * Resuming a mapping that is not paused does only that. -1: unknown key. */
 int ink_forwarder_resume(ink_forwarder *f, const char *key);
 
+/* A wake that failed: every held connection of key's group is answered
+ * and closed. One whose client sent an HTTP request line gets "503
+ * Service Unavailable" with reason as its text body (and Retry-After);
+ * any other is reset. Returns how many there were. The mapping stays
+ * paused. */
+unsigned ink_forwarder_fail_held(ink_forwarder *f, const char *key, const char *reason);
+
 /* A snapshot of the mapping's counters; -1: unknown key. */
 int ink_forwarder_stats(ink_forwarder *f, const char *key, ink_forward_stats *out);
 

@@ -118,3 +118,76 @@ void ink_cgroup_remove(const char *path)
     }
     closedir(d);
 }
+
+/* v1: freezer.state ("THAWED", "FREEZING", "FROZEN"); v2: cgroup.freeze
+ * to ask, the "frozen" key of cgroup.events to see it done. */
+int ink_cgroup_frozen(const char *path)
+{
+    cleanup_free char *v1 = ink_xasprintf("%s/freezer%s/freezer.state", CGROUP_ROOT, path);
+    cleanup_fclose FILE *f = fopen(v1, "re");
+    if (f) {
+        char state[32] = "";
+        if (!fgets(state, sizeof state, f))
+            return -1;
+        if (strncmp(state, "FROZEN", 6) == 0)
+            return 1;
+        return strncmp(state, "THAWED", 6) == 0 ? 0 : 2;
+    }
+    cleanup_free char *v2 = ink_xasprintf("%s%s/cgroup.events", CGROUP_ROOT, path);
+    if (access(v2, R_OK) < 0)
+        return -1;
+    cleanup_free char *want = ink_xasprintf("%s%s/cgroup.freeze", CGROUP_ROOT, path);
+    uint64_t asked = read_number(want), done = read_key(v2, "frozen");
+    return asked == done ? (int)done : 2;
+}
+
+int ink_cgroup_freeze(const char *path, bool freeze, int64_t timeout_ms, ink_err *err)
+{
+    cleanup_free char *v1 = ink_xasprintf("%s/freezer%s/freezer.state", CGROUP_ROOT, path);
+    cleanup_free char *v2 = ink_xasprintf("%s%s/cgroup.freeze", CGROUP_ROOT, path);
+    bool is_v1 = access(v1, W_OK) == 0;
+    if (!is_v1 && access(v2, W_OK) < 0)
+        return ink_err_set(err, ENOENT, "no freezer for cgroup %s", path);
+    int rc = is_v1 ? write_value(v1, freeze ? "FROZEN" : "THAWED", err)
+                   : write_value(v2, freeze ? "1" : "0", err);
+    if (rc < 0)
+        return -1;
+    /* Freezing waits for every task to stop (v1 says FREEZING until then;
+     * writing FROZEN again retries the tasks that were busy). */
+    int64_t deadline = ink_mono_ms() + timeout_ms;
+    for (unsigned i = 0;; i++) {
+        int st = ink_cgroup_frozen(path);
+        if (st == (freeze ? 1 : 0))
+            return 0;
+        if (st < 0)
+            return ink_err_set(err, ENOENT, "cgroup %s went away", path);
+        if (ink_mono_ms() >= deadline)
+            return ink_err_set(err, ETIMEDOUT, "cgroup %s did not %s within %lld ms", path,
+                               freeze ? "freeze" : "thaw", (long long)timeout_ms);
+        if (is_v1 && freeze && i % 8 == 7 && write_value(v1, "FROZEN", err) < 0)
+            return -1;
+        usleep(i < 20 ? 250 : 2000);
+    }
+}
+
+void ink_cgroup_thaw_all(void)
+{
+    static const char *const parents[] = {CGROUP_ROOT "/freezer" INK_CGROUP_PARENT,
+                                          CGROUP_ROOT INK_CGROUP_PARENT};
+    for (size_t i = 0; i < INK_ARRAY_LEN(parents); i++) {
+        DIR *d = opendir(parents[i]);
+        if (!d)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.' || e->d_type != DT_DIR)
+                continue;
+            cleanup_free char *path = ink_xasprintf("%s/%s", INK_CGROUP_PARENT, e->d_name);
+            if (ink_cgroup_frozen(path) != 0) {
+                ink_err err = {0};
+                ink_cgroup_freeze(path, false, 1000, &err);
+            }
+        }
+        closedir(d);
+    }
+}

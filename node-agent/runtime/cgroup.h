@@ -5,6 +5,7 @@
 #ifndef INK_CGROUP_H
 #define INK_CGROUP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -32,6 +33,20 @@ void ink_cgroup_read_stats(const char *path, ink_cgroup_stats *st);
 /* Sets the CFS quota of the cgroup to millis/1000 CPUs per
  * INK_CPU_PERIOD_US (cpu.cfs_quota_us on v1, cpu.max on v2). */
 int ink_cgroup_set_cpu_limit(const char *path, uint32_t millis, ink_err *err);
+
+/* Whether the cgroup's tasks are frozen: 1 frozen, 0 thawed, 2 on the way
+ * (freezing or thawing), -1 no freezer (no such cgroup). */
+int ink_cgroup_frozen(const char *path);
+
+/* Freezes (or thaws) every task of the cgroup and waits up to timeout_ms
+ * until the kernel says it is done: a frozen sandbox uses no CPU and
+ * keeps its memory, and its sockets keep queueing what arrives. */
+int ink_cgroup_freeze(const char *path, bool freeze, int64_t timeout_ms, ink_err *err);
+
+/* Thaws every frozen sandbox cgroup of Ink's: runsc hangs on a frozen
+ * sandbox (state, list, exec all wait for it), so an agent that starts
+ * wakes them all before it asks runsc anything. */
+void ink_cgroup_thaw_all(void);
 
 /* Removes the (empty) cgroup from every hierarchy; missing is fine. */
 void ink_cgroup_remove(const char *path);

@@ -4,12 +4,15 @@
  *   agent_call TARGET TLS_DIR logs ID [TAIL [SINCE_MS [FOLLOW_SECONDS]]]
  *   agent_call TARGET TLS_DIR exec ID TIMEOUT_S STDIN -- CMD [ARGS...]
  *   agent_call TARGET TLS_DIR metrics [ID]
+ *   agent_call TARGET TLS_DIR history ID
  *
  * TLS_DIR holds ca.crt and the coordinator's ink-coordinator.{crt,key}
  * ("-" for plaintext); AGENT_NAME is the node id its certificate names. logs prints "<unix_ms>
  * <o|e|s> <line>"; exec prints the command's stdout and stderr on its own and exits with its exit
- * code (124 on timeout); metrics prints "ID key=value ..." per workload. gRPC errors print "error:
- * CODE: message" and exit 100. */
+ * code (124 on timeout); metrics prints "ID key=value ..." per workload; history prints the
+ * workload's samples (GetMetrics with history), "<unix_ms> key=value ..." each, oldest first.
+ * gRPC errors print "error: CODE: message" and exit 100. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,10 +88,11 @@ static int do_exec(ink_rpc_client *c, int argc, char **argv)
     return code;
 }
 
-static int do_metrics(ink_rpc_client *c, int argc, char **argv)
+static int do_metrics(ink_rpc_client *c, int argc, char **argv, bool history)
 {
     Ink__V1__GetMetricsRequest req = INK__V1__GET_METRICS_REQUEST__INIT;
     req.workload_id = argc > 0 ? argv[0] : "";
+    req.history = history;
     ProtobufCMessage *resp;
     ink_rpc_status st = {0};
     if (ink_rpc_unary(c, "/ink.v1.AgentService/GetMetrics", &req.base,
@@ -97,11 +101,28 @@ static int do_metrics(ink_rpc_client *c, int argc, char **argv)
     Ink__V1__GetMetricsResponse *r = (Ink__V1__GetMetricsResponse *)resp;
     for (size_t i = 0; i < r->n_workloads; i++) {
         Ink__V1__WorkloadMetrics *m = r->workloads[i];
+        if (history) {
+            for (size_t k = 0; k < m->n_history; k++) {
+                const Ink__V1__MetricsSample *h = m->history[k];
+                printf("%lld cpu_ns=%llu memory_bytes=%llu pids=%u rx_bytes=%llu tx_bytes=%llu "
+                       "state=%d\n",
+                       (long long)h->unix_ms, (unsigned long long)h->cpu_ns,
+                       (unsigned long long)h->memory_bytes, h->pids,
+                       (unsigned long long)h->rx_bytes, (unsigned long long)h->tx_bytes,
+                       (int)h->state);
+            }
+            continue;
+        }
         printf("%s cpu_ns=%llu memory_bytes=%llu pids=%u rx_bytes=%llu tx_bytes=%llu "
-               "last_activity_ms=%lld\n",
+               "last_activity_ms=%lld rx_packets=%llu tx_packets=%llu state=%d sleeps=%llu "
+               "wakes=%llu last_wake_ms=%u connections_active=%u traffic_ebpf=%d app=%s "
+               "project=%s\n",
                m->workload_id, (unsigned long long)m->cpu_ns, (unsigned long long)m->memory_bytes,
                m->pids, (unsigned long long)m->rx_bytes, (unsigned long long)m->tx_bytes,
-               (long long)m->last_activity_unix_ms);
+               (long long)m->last_activity_unix_ms, (unsigned long long)m->rx_packets,
+               (unsigned long long)m->tx_packets, (int)m->state, (unsigned long long)m->sleeps,
+               (unsigned long long)m->wakes, m->last_wake_ms, m->connections_active,
+               (int)m->traffic_ebpf, m->app, m->project);
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
@@ -110,7 +131,7 @@ static int do_metrics(ink_rpc_client *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: agent_call TARGET TLS_DIR logs|exec|metrics ...\n");
+        fprintf(stderr, "usage: agent_call TARGET TLS_DIR logs|exec|metrics|history ...\n");
         return 2;
     }
     ink_rpc_init();
@@ -134,7 +155,9 @@ int main(int argc, char **argv)
     else if (strcmp(argv[3], "exec") == 0)
         rc = do_exec(c, argc - 4, argv + 4);
     else if (strcmp(argv[3], "metrics") == 0)
-        rc = do_metrics(c, argc - 4, argv + 4);
+        rc = do_metrics(c, argc - 4, argv + 4, false);
+    else if (strcmp(argv[3], "history") == 0 && argc == 5)
+        rc = do_metrics(c, argc - 4, argv + 4, true);
     else {
         fprintf(stderr, "unknown command %s\n", argv[3]);
         rc = 2;

@@ -4,7 +4,8 @@
 # gVisor sandboxes with runsc, networks them and publishes their ports.
 #
 #   deploy -> HTTP 200 through the published port; env and secret env seen
-#   by the app; exec, logs (tail and follow), metrics; a memory hog killed
+#   by the app; exec, logs (tail and follow), metrics (GetMetrics, its
+#   15-minute history, the Prometheus endpoint); a memory hog killed
 #   by its limit, reported as OOM and restarted with backoff; a fork bomb
 #   held by the pids limit; a crash loop detected; a missing image reported;
 #   a new generation replaces the sandbox; agent kill -9 -> the workload
@@ -68,7 +69,7 @@ A=("$AGENT" --node-id=node-e2e --coordinator=127.0.0.1:7440 --listen=127.0.0.1:7
 	--tls-key="$PKI/node-e2e.key" --reconnect-initial=100ms --reconnect-max=1s
 	--runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR" --workload-cidr=10.251.0.0/24
 	--insecure-registries="$REG,$PRIV" --registry-credentials="$T/credentials" --stop-grace=2s --resync=1s --log-level=debug
-	--policy-dir="$(node_policies)")
+	--policy-dir="$(node_policies)" --metrics-listen=127.0.0.1:7443 --bpf-pin-dir="$BPF_PIN")
 start_agent() {
 	"${IN[@]}" "${A[@]}" run >>"$T/agent.log" 2>&1 &
 	AGENT_PID=$!
@@ -213,6 +214,33 @@ done
 [ "$(call metrics | wc -l)" -ge 2 ] || fail "metrics for every workload"
 ok "metrics: $m"
 
+# The Prometheus endpoint (metrics_listen): every workload's series with its
+# app, project and replica; the env app answered a request above, so its
+# network counters are past zero.
+prom() { in_node curl -sf --max-time 5 http://127.0.0.1:7443/metrics; }
+prom >"$T/prom.txt" || fail "GET /metrics on the agent failed"
+[ "$(in_node curl -s -o /dev/null -w '%{content_type}' http://127.0.0.1:7443/metrics)" = \
+	"text/plain; version=0.0.4" ] || fail "/metrics content type"
+L="{app=\"env\",project=\"e2e\",replica=\"$ENVW\"}"
+prom_value() { sed -n "s/^$1$(sed 's/[]\/$*.^[]/\\&/g' <<<"$L") \([0-9.]*\)$/\1/p" "$T/prom.txt"; }
+for family in ink_workload_cpu_seconds_total ink_workload_memory_bytes \
+	ink_workload_network_receive_bytes_total ink_workload_network_transmit_bytes_total \
+	ink_workload_network_receive_packets_total ink_workload_network_transmit_packets_total; do
+	v=$(prom_value "$family")
+	[ -n "$v" ] && awk -v v="$v" 'BEGIN { exit !(v > 0) }' ||
+		fail "/metrics: no $family$L above 0: $(grep "^$family" "$T/prom.txt")"
+	has -x "# TYPE $family \(counter\|gauge\)" <"$T/prom.txt" || fail "/metrics: no TYPE of $family"
+done
+has -F "ink_workload_state{app=\"env\",project=\"e2e\",replica=\"$ENVW\",state=\"running\"} 1" \
+	<"$T/prom.txt" || fail "/metrics: $ENVW not in state running: $(grep "^ink_workload_state.*$ENVW" "$T/prom.txt")"
+has -F "replica=\"$WEB\"}" <"$T/prom.txt" || fail "/metrics: nothing about $WEB"
+has -x 'ink_agent_workloads [0-9]*' <"$T/prom.txt" || fail "/metrics: no ink_agent_workloads"
+[ "$(in_node curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:7443/nope)" = 404 ] ||
+	fail "/nope is not 404"
+[ "$(in_node curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:7443/metrics)" = 405 ] ||
+	fail "POST /metrics is not 405"
+ok "Prometheus endpoint: $(grep -c '^ink_' "$T/prom.txt") series; $(grep "^ink_workload_cpu_seconds_total$L" "$T/prom.txt" | sed 's/{.*}//')"
+
 # --- memory hog: OOM, reported, restarted with backoff -------------------------
 HOG="$P-hog"
 put "$HOG" --image "$REG/busybox:1" --memory 64M -- /bin/sh -c \
@@ -276,6 +304,34 @@ wait_until 60 "$PRIVW running" state_is running "$PRIVW"
 rm_wl "$PRIVW"
 ok "pull from a private registry with the node's credentials"
 
+# --- metrics history ------------------------------------------------------------
+# The agent has sampled every workload every 10 s since it started (a minute
+# or more ago by now): GetMetrics with history gives each one's samples,
+# oldest first, 10 s apart, with counters that only grow. $ENVW ran all
+# along; $WEB was restarted inside its sandbox above, and its traffic
+# counters went on counting through it.
+# history_ok ID COUNTER...: at least 2 samples, at most 90, ~10 s apart,
+# each COUNTER never lower than the sample before.
+history_ok() {
+	local id=$1
+	shift
+	call history "$id" >"$T/history-$id.txt" || fail "GetMetrics with history of $id: $(cat "$T/history-$id.txt")"
+	awk -v counters="$*" '
+		BEGIN { nc = split(counters, c, " ") }
+		{ ms = $1; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+		NR > 1 && (ms - prev < 5000 || ms - prev > 30000) { print "samples " prev " and " ms " are not ~10 s apart"; bad = 1 }
+		{ for (k = 1; k <= nc; k++) { if (NR > 1 && v[c[k]] + 0 < last[c[k]] + 0) { print c[k] " went back at " ms; bad = 1 } last[c[k]] = v[c[k]] } }
+		{ prev = ms }
+		END { if (NR < 2) { print NR " samples"; bad = 1 } if (NR > 90) { print NR " samples, more than 90"; bad = 1 } exit bad }
+	' "$T/history-$id.txt" >"$T/history.check" ||
+		fail "history of $id: $(cat "$T/history.check"): $(cat "$T/history-$id.txt")"
+	tail -n 1 "$T/history-$id.txt" | has ' state=4$' ||
+		fail "newest sample of $id is not running: $(tail -n 1 "$T/history-$id.txt")"
+}
+history_ok "$ENVW" cpu_ns rx_bytes tx_bytes
+history_ok "$WEB" cpu_ns rx_bytes tx_bytes
+ok "metrics history: $(wc -l <"$T/history-$ENVW.txt") samples of $ENVW and $(wc -l <"$T/history-$WEB.txt") of $WEB, 10 s apart, counters growing"
+
 # --- agent kill -9: the workload keeps serving and is adopted ------------------
 PID_BEFORE=$(sandbox_pid "$WEB")
 RESTARTS_BEFORE=$(wl restarts "$WEB")
@@ -287,7 +343,7 @@ wait_until 30 "agent re-registered" grep -q 'workload adopted.*'"$WEB" "$T/agent
 wait_until 30 "published again" published_answers
 [ "$(sandbox_pid "$WEB")" = "$PID_BEFORE" ] || fail "sandbox was restarted (pid changed)"
 [ "$(wl restarts "$WEB")" = "$RESTARTS_BEFORE" ] || fail "restart counted"
-call logs "$WEB" 100 | has 'adopted the running sandbox' || fail "no adoption line"
+wait_until 10 "adoption line in the logs" logs_have "$WEB" 'adopted the running sandbox'
 ok "agent kill -9 and restart: sandbox pid $PID_BEFORE kept, served throughout, adopted"
 
 # --- coordinator outage changes nothing ------------------------------------------

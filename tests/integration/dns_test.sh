@@ -148,9 +148,12 @@ ok "other names forwarded (case kept; TC relayed; over TCP after truncation; SER
 WEB2_SERVING=0 API_IF=${IFN[web1]} DB_FORWARD=0 table
 # reload N WHAT: SIGHUP, then the driver's Nth answer (it waits up to 15 s
 # for the helper to apply the table) must be "reloaded".
+answers() { [ "$(grep -c '^reload' "$T/driver.out")" -ge "$1" ]; }
 reload() {
 	kill -HUP "$DRIVER"
-	wait_until 20 "$2: the driver's answer" test "$(grep -c '^reload' "$T/driver.out")" -ge "$1"
+	# answers counts again on every try (a "$(...)" argument would be
+	# counted once, before the driver could answer)
+	wait_until 20 "$2: the driver's answer" answers "$1"
 	[ "$(grep '^reload' "$T/driver.out" | sed -n "$1p" | cut -d' ' -f1)" = reloaded ] ||
 		fail "$2: the helper did not apply the table: $(tail -n 5 "$T/driver.log")"
 }

@@ -145,7 +145,7 @@ POL=$(node_policies)
 A=("$AGENT" --node-id=node-egr --coordinator=127.0.0.1:7440 --listen=0.0.0.0:7442
 	--advertise=127.0.0.1:7442 --state-dir="$T/agent" --tls-ca="$PKI/ca.crt"
 	--tls-cert="$PKI/node-egr.crt" --tls-key="$PKI/node-egr.key" --reconnect-initial=100ms
-	--reconnect-max=1s --runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR" --workload-cidr="$CIDR"
+	--reconnect-max=1s --runsc-root="$RUNSC_ROOT" --bpf-pin-dir="$BPF_PIN" --netns-dir="$NSDIR" --workload-cidr="$CIDR"
 	--insecure-registries="$REG" --stop-grace=1s --resync=1s --dns-upstream=203.0.113.10
 	--policy-dir="$POL" --log-level=debug)
 "${IN[@]}" "${A[@]}" run >>"$T/agent.log" 2>&1 &

@@ -40,7 +40,7 @@ PORT=$(logged_port "$T/coordinator.log")
 ok "coordinator up on 127.0.0.1:$PORT (mTLS)"
 
 # Nothing of this test's agents under /run/ink.
-SCRATCH=(--runsc-root="$T/runsc" --netns-dir="$T/netns")
+SCRATCH=(--runsc-root="$T/runsc" --netns-dir="$T/netns" --bpf-pin-dir=off --metrics-listen=off)
 A=("$AGENT" --node-id=node-a --coordinator="127.0.0.1:$PORT" --listen=127.0.0.1:0
 	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-a.crt"
 	--tls-key="$PKI/node-a.key" --reconnect-initial=100ms --reconnect-max=1s "${SCRATCH[@]}")

@@ -151,7 +151,7 @@ wait_until 10 "MCP endpoint on $MCP_ADDR" mcp_up
 "${IN[@]}" "$AGENT" --node-id=node-mcp --coordinator=127.0.0.1:7440 --listen=127.0.0.1:7442 \
 	--state-dir="$T/agent" --tls-ca="$PKI/ca.crt" --tls-cert="$PKI/node-mcp.crt" \
 	--tls-key="$PKI/node-mcp.key" --reconnect-initial=100ms --reconnect-max=1s \
-	--runsc-root="$RUNSC_ROOT" --netns-dir="$NSDIR" --workload-cidr=10.252.0.0/24 \
+	--runsc-root="$RUNSC_ROOT" --bpf-pin-dir="$BPF_PIN" --netns-dir="$NSDIR" --workload-cidr=10.252.0.0/24 \
 	--insecure-registries="$REG" --stop-grace=2s --resync=1s --log-level=debug \
 	--policy-dir="$(node_policies)" run >>"$T/agent.log" 2>&1 &
 AGENT_PID=$!

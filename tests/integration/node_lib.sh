@@ -1,11 +1,11 @@
 # A "node" for tests and benches that run the real agent: a network
 # namespace of its own (no uplink: nothing a workload sends can leave the
 # machine), its namespace mounts and runsc state under /run/<tag>-PID, and
-# a cleanup that removes sandboxes, cgroups, mounts and the namespace even
-# when the script fails. Source after lib.sh:
+# a cleanup that removes sandboxes, cgroups, mounts, the eBPF pins and the
+# namespace even when the script fails. Source after lib.sh:
 #
 #   . node_lib.sh
-#   node_init ink-e2e        # NODE, RUNDIR, NSDIR, RUNSC_ROOT, IN, in_node
+#   node_init ink-e2e        # NODE, RUNDIR, NSDIR, RUNSC_ROOT, BPF_PIN, IN, in_node
 #   P=e2e$$                  # prefix of the workload ids (their cgroups)
 #   trap node_cleanup EXIT
 #
@@ -18,6 +18,9 @@ node_init() {
 	RUNDIR="/run/$1-$$"
 	NSDIR="$RUNDIR/netns"
 	RUNSC_ROOT="$RUNDIR/runsc"
+	# The eBPF counters' map of this node's agent (--bpf-pin-dir): pins
+	# are not per network namespace, and interface indexes are.
+	BPF_PIN="/sys/fs/bpf/$NODE"
 	IN=(nsenter --net="/run/netns/$NODE")
 	ip netns add "$NODE"
 	ip -n "$NODE" link set lo up
@@ -66,7 +69,7 @@ node_cleanup() {
 				tail -n 5 "$f"
 			done
 		find "$RUNSC_ROOT" -type f -path '*.logs/*' 2>/dev/null | while read -r f; do
-			grep -E '^[WEF][0-9]{4} ' "$f" | grep -v RLIMIT_MEMLOCK | tail -n 5 | sed "s|^|$(basename "$f"): |"
+			grep -E '^[WEF][0-9]{4} ' "$f" | grep -v 'RLIMIT_MEMLOCK\|unknown mount option' | tail -n 5 | sed "s|^|$(basename "$f"): |"
 		done | tail -n 60
 	fi
 	# kill and reap: no "Killed" job notices
@@ -91,11 +94,29 @@ node_cleanup() {
 	done
 	netns_mounts_cleanup "$NSDIR"
 	rm -rf "$RUNDIR"
+	[ -z "${BPF_PIN:-}" ] || rm -rf "$BPF_PIN"
 	# Deleting the node namespace deletes the host ends of the veth pairs,
 	# and with them the workload ends.
 	ip netns del "$NODE" 2>/dev/null
 	(exit $rc)
 	cleanup
+}
+
+# node_coordinator NODE_ID: a cluster CA in $T/pki with a certificate for
+# NODE_ID, and the coordinator serving on 127.0.0.1:7440 in the node
+# namespace (database in $T/db); waits until it has started. Sets PKI, C
+# (its command line, for the CLI) and COORD_PID.
+node_coordinator() {
+	PKI="$T/pki"
+	"$COORD" --pki-dir="$PKI" pki init >/dev/null
+	"$COORD" --pki-dir="$PKI" pki issue "$1" >/dev/null
+	C=("$COORD" --database="$T/db/ink.db" --tls-ca="$PKI/ca.crt"
+		--tls-cert="$PKI/ink-coordinator.crt" --tls-key="$PKI/ink-coordinator.key"
+		--heartbeat-interval=500ms --node-timeout=3s)
+	"${IN[@]}" "${C[@]}" --listen=127.0.0.1:7440 serve >>"$T/coordinator.log" 2>&1 &
+	COORD_PID=$!
+	PIDS+=("$COORD_PID")
+	wait_until 10 "coordinator started" grep -q 'msg="coordinator started"' "$T/coordinator.log"
 }
 
 # node_registry NAME ADDR [YAML...]: Debian's docker-registry in the node

@@ -529,6 +529,54 @@ describe('MCP end to end', { skip: SKIP }, () => {
     assert.ok(m.totals, 'no totals');
   });
 
+  it('scale to zero: min_replicas 0 sleeps when idle, a request wakes it, metrics count on', async () => {
+    const app = `${P}-nap`;
+    const { sc } = await deploy(http, 'create_app', {
+      name: app,
+      image: E.INK_E2E_IMAGE_V1,
+      port: 80,
+      min_replicas: 0,
+      idle_timeout_s: 10,
+    });
+    assertRunning(sc, app, 'create_app min_replicas 0');
+    try {
+      assert.equal((await get(sc.url)).status, 200);
+      const d0 = await ok(http, 'get_app_details', { name: app });
+      assert.equal(d0.idle_timeout_s, 10, JSON.stringify(d0));
+      // 10 s without a request or a packet: asleep, URL kept.
+      const asleep = await until(
+        'the app to sleep',
+        async () => {
+          const d = await ok(http, 'get_app_details', { name: app });
+          return d.status === 'sleeping' && d;
+        },
+        30_000,
+        500,
+      );
+      assert.equal(asleep.url, sc.url);
+      assert.equal(asleep.replica_status[0].state, 'sleeping', JSON.stringify(asleep));
+      const before = (await ok(http, 'get_app_metrics', { name: app })).replicas[0];
+      assert.equal(before.state, 'sleeping');
+      assert.ok(before.sleeps >= 1, JSON.stringify(before));
+      // The first request wakes it and gets its answer.
+      const t0 = Date.now();
+      const r = await get(sc.url, 10_000);
+      console.log(`# scale to zero: request to the sleeping app -> ${r.status} in ${Date.now() - t0} ms`);
+      assert.equal(r.status, 200);
+      const awake = await until('running again', async () => {
+        const d = await ok(http, 'get_app_details', { name: app });
+        return d.status === 'running' && d;
+      });
+      assert.equal(awake.replica_status[0].state, 'running');
+      const after = (await ok(http, 'get_app_metrics', { name: app })).replicas[0];
+      assert.ok(after.wakes >= 1, JSON.stringify(after));
+      assert.ok(after.tx_bytes > before.tx_bytes, `tx ${before.tx_bytes} -> ${after.tx_bytes}`);
+      assert.ok(after.cpu_seconds >= before.cpu_seconds, 'CPU time went back');
+    } finally {
+      await deleteAndWait(http, app);
+    }
+  });
+
   it('reader key: reads work, changes are refused', async () => {
     assert.ok(webUrl, 'create_app failed');
     const reader = await connectHttp(E.INK_E2E_KEY_READER, 'reader');

@@ -45,6 +45,9 @@ static const ink_controller_opts OPTS = {
 #define RUNNING INK__V1__WORKLOAD_STATUS__STATE__RUNNING
 #define FAILED INK__V1__WORKLOAD_STATUS__STATE__FAILED
 #define PULLING INK__V1__WORKLOAD_STATUS__STATE__PULLING
+#define STARTING INK__V1__WORKLOAD_STATUS__STATE__STARTING
+#define SLEEPING INK__V1__WORKLOAD_STATUS__STATE__SLEEPING
+#define WAKING INK__V1__WORKLOAD_STATUS__STATE__WAKING
 
 /* ------------------------------------------------------------ HTTP responder */
 
@@ -1786,6 +1789,232 @@ static void test_egress_blocked_events(void **state)
     assert_string_equal(count, "5");
 }
 
+/* ------------------------------------------------------ scale to zero */
+
+static int64_t ji(const json_t *o, const char *key)
+{
+    return json_integer_value(json_object_get(o, key));
+}
+
+/* idle_timeout_s: checked, defaulted for min_replicas 0, shown, carried by
+ * the assignment, and a change of it rolls like any spec change. */
+static void test_idle_timeout(void **state)
+{
+    fixture *f = *state;
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    json_t *args = web_args("reg/x:1");
+    json_object_set_new(args, "idle_timeout_s", json_integer(9));
+    expect_invalid(f, true, args, "idle_timeout_s must be 10 to 86400 seconds");
+    args = web_args("reg/x:1");
+    json_object_set_new(args, "idle_timeout_s", json_integer(86401));
+    expect_invalid(f, true, args, "idle_timeout_s must be 10 to 86400");
+    args = web_args("reg/x:1");
+    json_object_set_new(args, "idle_timeout_s", json_string("300"));
+    expect_invalid(f, true, args, "idle_timeout_s must be");
+
+    /* min_replicas 0 without one: the default, written in the spec. */
+    ink_err err = {0};
+    args = web_args("reg/x:1");
+    json_object_set_new(args, "min_replicas", json_integer(0));
+    assert_int_equal(create(f, args, now, NULL, &err), 0);
+    json_t *app = get_app(f, "web");
+    assert_int_equal(ji(app, "min_replicas"), 0);
+    assert_int_equal(ji(app, "idle_timeout_s"), INK_APP_DEFAULT_IDLE_TIMEOUT_S);
+    json_decref(app);
+    assert_true(pass(f, now) > 0);
+    char id[64];
+    only_workload(f, "node-a", id);
+    ink_workload_row *rows;
+    size_t n;
+    const Ink__V1__Assignment *a = assignment_of(f, id, &rows, &n);
+    assert_int_equal(a->min_replicas, 0);
+    assert_int_equal(a->idle_timeout_s, INK_APP_DEFAULT_IDLE_TIMEOUT_S);
+    ink_store_free_workloads(rows, n);
+    /* The same create again is the same app (the default is no change). */
+    args = web_args("reg/x:1");
+    json_object_set_new(args, "min_replicas", json_integer(0));
+    assert_int_equal(create(f, args, now, NULL, &err), 1);
+
+    /* A new idle timeout is a new generation, rolled out; the new
+     * replica's assignment carries it. */
+    char opid[40];
+    assert_int_equal(update(f, json_pack("{s:s, s:i}", "name", "web", "idle_timeout_s", 60),
+                            now + 1, opid, &err),
+                     0);
+    app = get_app(f, "web");
+    assert_int_equal(ji(app, "generation"), 2);
+    assert_int_equal(ji(app, "idle_timeout_s"), 60);
+    json_t *events = json_object_get(app, "events");
+    assert_non_null(strstr(js(json_array_get(events, json_array_size(events) - 1), "message"),
+                           "idle_timeout_s 300 -> 60"));
+    json_decref(app);
+    assert_true(pass(f, now + 2) > 0);
+    char next[64];
+    new_workload(f, id, next);
+    a = assignment_of(f, next, &rows, &n);
+    assert_int_equal(a->idle_timeout_s, 60);
+    assert_int_equal(a->generation, 1); /* the workload's own, not the app's */
+    ink_store_free_workloads(rows, n);
+    /* The same value again changes nothing. */
+    assert_int_equal(update(f, json_pack("{s:s, s:i}", "name", "web", "idle_timeout_s", 60),
+                            now + 3, NULL, &err),
+                     1);
+
+    /* An app that never sleeps has none, and its assignments carry 0. */
+    args = web_args("reg/x:1");
+    json_object_set_new(args, "name", json_string("api"));
+    assert_int_equal(create(f, args, now, NULL, &err), 0);
+    app = get_app(f, "api");
+    assert_int_equal(ji(app, "min_replicas"), 1);
+    assert_true(json_is_null(json_object_get(app, "idle_timeout_s")));
+    json_decref(app);
+    /* Made to scale to zero later: the default comes with it. */
+    assert_int_equal(
+        update(f, json_pack("{s:s, s:i}", "name", "api", "min_replicas", 0), now + 4, NULL, &err),
+        0);
+    app = get_app(f, "api");
+    assert_int_equal(ji(app, "idle_timeout_s"), INK_APP_DEFAULT_IDLE_TIMEOUT_S);
+    json_decref(app);
+    /* Back to always on: a given timeout stays in the spec, for later. */
+    args = json_pack("{s:s, s:i, s:i}", "name", "api", "min_replicas", 1, "idle_timeout_s", 900);
+    assert_int_equal(update(f, args, now + 5, NULL, &err), 0);
+    app = get_app(f, "api");
+    assert_int_equal(ji(app, "min_replicas"), 1);
+    assert_int_equal(ji(app, "idle_timeout_s"), 900);
+    json_decref(app);
+}
+
+/* web with min_replicas 0, serving on node-a; returns its replica. */
+static void sleepy_web(fixture *f, char id[64])
+{
+    int64_t now = ink_now_ms();
+    add_node(f, "node-a", "ia", now);
+    ink_err err = {0};
+    char opid[40];
+    json_t *args = web_args("reg/x:1");
+    json_object_set_new(args, "min_replicas", json_integer(0));
+    json_object_set_new(args, "idle_timeout_s", json_integer(30));
+    assert_int_equal(create(f, args, now, opid, &err), 0);
+    responder_start(f, "web");
+    assert_true(pass(f, now) > 0);
+    only_workload(f, "node-a", id);
+    /* Asleep before the operation even looked: it serves all the same
+     * (its URL's first request wakes it), so the deployment ends. */
+    report(f, "node-a", "ia", ink_now_ms(), &(status){id, SLEEPING, NULL}, 1);
+    pass(f, ink_now_ms());
+    assert_op_status(f, opid, "succeeded");
+}
+
+static void assert_app(fixture *f, const char *want, int64_t ready, bool url)
+{
+    json_t *app = get_app(f, "web");
+    if (strcmp(js(app, "status"), want) != 0)
+        fail_msg("app status %s (%s), want %s", js(app, "status"), js(app, "status_reason"), want);
+    assert_int_equal(ji(app, "ready_replicas"), ready);
+    assert_int_equal(json_is_string(json_object_get(app, "url")), url);
+    json_decref(app);
+    json_t *list = list_apps(f);
+    assert_string_equal(js(json_array_get(json_object_get(list, "apps"), 0), "status"), want);
+    json_decref(list);
+}
+
+/* A sleeping or waking replica is a healthy, placed one: the app shows
+ * sleeping/waking with its URL, and the controller neither replaces the
+ * replica nor waits for it. */
+static void test_sleeping_replicas(void **state)
+{
+    fixture *f = *state;
+    char id[64];
+    sleepy_web(f, id);
+    assert_app(f, "sleeping", 1, true);
+    json_t *app = get_app(f, "web");
+    assert_non_null(strstr(js(app, "status_reason"), "idle for 30s"));
+    assert_non_null(strstr(js(app, "status_reason"), "wakes it"));
+    json_t *r0 = json_array_get(json_object_get(app, "replica_status"), 0);
+    assert_string_equal(js(r0, "state"), "sleeping");
+    assert_true(json_is_string(json_object_get(r0, "url")));
+    json_decref(app);
+    /* Pass after pass: the same replica, nothing placed or removed. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pass(f, ink_now_ms()), 0);
+    char still[64];
+    only_workload(f, "node-a", still);
+    assert_string_equal(still, id);
+
+    report(f, "node-a", "ia", ink_now_ms(), &(status){id, WAKING, NULL}, 1);
+    pass(f, ink_now_ms());
+    assert_app(f, "waking", 1, true);
+    only_workload(f, "node-a", still);
+    assert_string_equal(still, id);
+    report(f, "node-a", "ia", ink_now_ms(), &(status){id, RUNNING, NULL}, 1);
+    pass(f, ink_now_ms());
+    assert_app(f, "running", 1, true);
+    report(f, "node-a", "ia", ink_now_ms(), &(status){id, SLEEPING, NULL}, 1);
+    pass(f, ink_now_ms());
+    assert_app(f, "sleeping", 1, true);
+
+    /* Two replicas, one awake: running. */
+    ink_err err = {0};
+    assert_int_equal(
+        update(f, json_pack("{s:s, s:i}", "name", "web", "replicas", 2), ink_now_ms(), NULL, &err),
+        0);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char second[64];
+    new_workload(f, id, second);
+    report(f, "node-a", "ia", ink_now_ms(),
+           (status[]){{id, SLEEPING, NULL}, {second, RUNNING, NULL}}, 2);
+    pass(f, ink_now_ms());
+    assert_app(f, "running", 2, true);
+    report(f, "node-a", "ia", ink_now_ms(),
+           (status[]){{id, SLEEPING, NULL}, {second, WAKING, NULL}}, 2);
+    pass(f, ink_now_ms());
+    assert_app(f, "waking", 2, true);
+    report(f, "node-a", "ia", ink_now_ms(),
+           (status[]){{id, SLEEPING, NULL}, {second, SLEEPING, NULL}}, 2);
+    pass(f, ink_now_ms());
+    assert_app(f, "sleeping", 2, true);
+    assert_int_equal(workloads(f, NULL, NULL), 2);
+}
+
+/* Rolling updates treat a sleeping or waking replica as serving: an old
+ * one that wakes is not dropped before its successor serves, and a new
+ * one that is asleep already ends the update. */
+static void test_rolling_update_sleeping(void **state)
+{
+    fixture *f = *state;
+    char old[64];
+    sleepy_web(f, old);
+    ink_err err = {0};
+    char opid[40];
+    assert_int_equal(update(f, json_pack("{s:s, s:s}", "name", "web", "image", "reg/x:2"),
+                            ink_now_ms(), opid, &err),
+                     0);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char new[64];
+    new_workload(f, old, new);
+    /* The old one wakes for a request while the new one starts: both stay. */
+    report(f, "node-a", "ia", ink_now_ms(), (status[]){{old, WAKING, NULL}, {new, STARTING, NULL}},
+           2);
+    pass(f, ink_now_ms());
+    assert_true(has_workload(f, old));
+    assert_true(has_workload(f, new));
+    assert_op_status(f, opid, "running");
+    json_t *app = get_app(f, "web");
+    assert_string_equal(js(app, "status"), "deploying");
+    assert_true(json_is_string(json_object_get(app, "url"))); /* the old one's */
+    json_decref(app);
+    /* The new one serves by sleeping: the old one goes, the update ends. */
+    report(f, "node-a", "ia", ink_now_ms(), (status[]){{old, RUNNING, NULL}, {new, SLEEPING, NULL}},
+           2);
+    assert_true(pass(f, ink_now_ms()) > 0);
+    char only[64];
+    only_workload(f, NULL, only);
+    assert_string_equal(only, new);
+    assert_op_status(f, opid, "succeeded");
+    assert_app(f, "sleeping", 1, true);
+}
+
 int main(void)
 {
     test_block_sigpipe();
@@ -1808,6 +2037,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_egress_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_update_rolls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_blocked_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sleeping_replicas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rolling_update_sleeping, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,6 +114,8 @@ static void test_put_without_limits_and_args(void **state)
     assert_int_equal(a->n_args, 2);
     assert_string_equal(a->args[0], "-c");
     assert_null(a->resources);
+    /* Without --min-replicas it never scales to zero. */
+    assert_int_equal(a->min_replicas, 1);
     ink_store_free_events(&b);
 }
 

@@ -762,6 +762,47 @@ static void test_pause_hold_expires(void **state)
     srv_stop(s);
 }
 
+/* A wake that failed: a held HTTP request gets 503 with the reason, a
+ * held connection that sent no HTTP is closed, and the mapping stays
+ * paused (the next one is held again). */
+static void test_fail_held(void **state)
+{
+    fixture *fx = *state;
+    server *s = srv_start(SRV_ECHO, 0);
+    uint16_t port = publish_ok(fx, "broken", s->port);
+    assert_int_equal(ink_forwarder_pause(fx->f, "broken", 60000), 0);
+    int web = connect_ok(port);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(write_all(web, req, sizeof req - 1), 0);
+    int raw = connect_ok(port);
+    assert_int_equal(write_all(raw, "\x16\x03\x01", 3), 0); /* a TLS hello */
+    WAIT_FOR(stats_of(fx, "broken").connections_active == 2);
+    usleep(50000); /* the request is read into the held connection's pipe */
+    assert_int_equal(ink_forwarder_fail_held(fx->f, "broken", "app could not be woken: boom"), 2);
+    char buf[1024];
+    ssize_t n = exchange(web, "", 0, buf, sizeof buf - 1, WAIT_MS);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    if (strncmp(buf, "HTTP/1.1 503 ", 13) != 0 ||
+        !strstr(buf, "\r\n\r\napp could not be woken: boom\n") ||
+        !strstr(buf, "Content-Length: 29\r\n"))
+        fail_msg("answer: %s", buf);
+    expect_closed(web, WAIT_MS);
+    expect_closed(raw, WAIT_MS);
+    close(web);
+    close(raw);
+    WAIT_FOR(stats_of(fx, "broken").connections_active == 0);
+    assert_int_equal(s->accepted, 0);
+    /* Still paused: the next connection is held. */
+    int again = connect_ok(port);
+    WAIT_FOR(stats_of(fx, "broken").connections_active == 1);
+    expect_silent(again, 200);
+    assert_int_equal(s->accepted, 0);
+    close(again);
+    assert_int_equal(ink_forwarder_fail_held(fx->f, "nobody", "x"), 0);
+    srv_stop(s);
+}
+
 static void test_stats(void **state)
 {
     fixture *fx = *state;
@@ -1181,6 +1222,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unpublish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_republish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fail_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_retarget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_hold_expires, setup, teardown),

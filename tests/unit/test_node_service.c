@@ -3,7 +3,10 @@
  * node certificates, and by a real ink-agent core (register, watch,
  * heartbeat, persisted desired state, re-registration after a coordinator
  * restart). */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -274,12 +278,23 @@ static void agent_start(fixture *f, agent_fixture *af)
     snprintf(runsc_root, sizeof runsc_root, "%s/runsc", af->state_dir);
     snprintf(netns_dir, sizeof netns_dir, "%s/netns", af->state_dir);
     const char *set[][2] = {
-        {"coordinator", f->listen},   {"node_id", "n1"},
-        {"listen", "127.0.0.1:0"},    {"state_dir", af->state_dir},
-        {"tls_ca", f->pki.ca},        {"tls_cert", f->pki.node_crt},
-        {"tls_key", f->pki.node_key}, {"reconnect_initial", "50ms"},
-        {"reconnect_max", "300ms"},   {"runsc", "/nonexistent/runsc"},
-        {"runsc_root", runsc_root},   {"netns_dir", netns_dir},
+        {"coordinator", f->listen},
+        {"node_id", "n1"},
+        {"listen", "127.0.0.1:0"},
+        {"state_dir", af->state_dir},
+        {"tls_ca", f->pki.ca},
+        {"tls_cert", f->pki.node_crt},
+        {"tls_key", f->pki.node_key},
+        {"reconnect_initial", "50ms"},
+        {"reconnect_max", "300ms"},
+        {"runsc", "/nonexistent/runsc"},
+        {"runsc_root", runsc_root},
+        {"netns_dir", netns_dir},
+        /* Any free port: the default may be taken by a running Ink or by
+         * this test's other variant. No eBPF map pinned on the host's BPF
+         * file system either. */
+        {"metrics_listen", "127.0.0.1:0"},
+        {"bpf_pin_dir", "off"},
     };
     for (size_t i = 0; i < INK_ARRAY_LEN(set); i++)
         assert_int_equal(ink_config_set(ink_agent_options, &af->cfg, set[i][0], set[i][1], &err),
@@ -332,6 +347,80 @@ static bool node_reported(void *arg)
            row.workloads == 2;
 }
 
+/* GET path from 127.0.0.1:port; the whole answer (caller frees). */
+static char *http_get(int port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[128];
+    int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: node\r\n\r\n", path);
+    assert_int_equal(send(fd, req, (size_t)len, MSG_NOSIGNAL), len);
+    size_t cap = 1 << 16, got = 0;
+    char *buf = ink_xmalloc(cap);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 10000), 1);
+        if (got + 1 == cap)
+            buf = ink_xrealloc(buf, cap *= 2);
+        ssize_t r = recv(fd, buf + got, cap - 1 - got, 0);
+        assert_true(r >= 0);
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = '\0';
+    close(fd);
+    return buf;
+}
+
+/* The agent's metrics: its Prometheus endpoint lists its workloads, and
+ * GetMetrics with history answers (the samples themselves come every 10 s:
+ * test_history and agent_e2e check them). */
+static void check_agent_metrics(fixture *f, agent_fixture *af)
+{
+    int port = ink_agent_metrics_port(&af->agent);
+    assert_true(port > 0);
+    cleanup_free char *page = http_get(port, "/metrics");
+    assert_true(strncmp(page, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    assert_non_null(strstr(page, "\r\nContent-Type: text/plain; version=0.0.4\r\n"));
+    assert_non_null(strstr(page, "\nink_agent_info{node=\"n1\",version=\""));
+    assert_non_null(strstr(page, "\n# TYPE ink_workload_cpu_seconds_total counter\n"));
+    assert_non_null(strstr(page, "replica=\"w1\"} "));
+    cleanup_free char *nf = http_get(port, "/");
+    assert_true(strncmp(nf, "HTTP/1.1 404 ", 13) == 0);
+
+    ink_tls_files tls = {f->pki.ca, f->pki.coord_crt, f->pki.coord_key};
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", ink_rpc_server_port(af->agent.rpc));
+    ink_rpc_client_opts co = {.target = target, .tls = &tls, .server_name = "n1"};
+    ink_err err = {0};
+    ink_rpc_client *c = ink_rpc_client_new(&co, &err);
+    assert_non_null(c);
+    Ink__V1__GetMetricsRequest req = INK__V1__GET_METRICS_REQUEST__INIT;
+    req.history = true;
+    ProtobufCMessage *resp = NULL;
+    ink_rpc_status st = {0};
+    if (ink_rpc_unary(c, "/ink.v1.AgentService/GetMetrics", &req.base,
+                      &ink__v1__get_metrics_response__descriptor, &resp, 20000, &st) < 0)
+        fail_msg("GetMetrics: %s", st.message);
+    Ink__V1__GetMetricsResponse *m = (Ink__V1__GetMetricsResponse *)resp;
+    assert_true(m->n_workloads >= 1);
+    for (size_t i = 0; i < m->n_workloads; i++)
+        assert_true(m->workloads[i]->n_history <= 90);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ink_rpc_client_free(c);
+}
+
+static bool agent_lists_w1(void *arg)
+{
+    agent_fixture *af = arg;
+    cleanup_free char *page = http_get(ink_agent_metrics_port(&af->agent), "/metrics");
+    return strstr(page, "replica=\"w1\"} ") != NULL;
+}
+
 static void test_agent_session(void **state)
 {
     fixture *f = *state;
@@ -345,6 +434,8 @@ static void test_agent_session(void **state)
     assert_true(wait_for(agent_reached, &e, 5000));
     /* Heartbeats carry the applied revision and the workload count. */
     assert_true(wait_for(node_reported, f, 5000));
+    assert_true(wait_for(agent_lists_w1, &af, 5000));
+    check_agent_metrics(f, &af);
 
     /* The desired state is on disk, as the agent would reload it. */
     ink_desired d;

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 #include <openssl/sha.h>
+#include <sqlite3.h>
 
 #include "apps.h"
 #include "audit.h"
@@ -482,6 +483,9 @@ static void test_create_bad_args(void **state)
              "colour");
     err_with(call(f, "create_app", "{'name':'web','image':'nginx','port':80,'env':{'A':1}}"),
              "env");
+    err_with(call(f, "create_app",
+                  "{'name':'web','image':'nginx','port':80,'min_replicas':0,'idle_timeout_s':5}"),
+             "idle_timeout_s");
     /* Refused by the app layer. */
     assert_true(is_error(call(f, "create_app", "{'name':'Bad_Name','image':'nginx','port':80}")));
     err_with(call(f, "create_app",
@@ -493,14 +497,16 @@ static void test_create_bad_args(void **state)
     json_t *list = ok(f, call(f, "list_apps", "{}"));
     assert_int_equal(json_array_size(json_object_get(list, "apps")), 0);
     audit_rows a = audit(f);
-    /* Every mutating call is audited: the five the schema refused (before
+    /* Every mutating call is audited: the six the schema refused (before
      * any tool code ran) and the app layer's two refusals. */
-    assert_int_equal(tool_rows(&a), 7);
-    assert_string_equal(a.rows[a.n - 7].result,
+    assert_int_equal(tool_rows(&a), 8);
+    assert_string_equal(a.rows[a.n - 8].result,
                         "refused: invalid arguments: arguments.image: required property missing");
-    assert_string_equal(a.rows[a.n - 7].tool, "create_app");
-    assert_non_null(a.rows[a.n - 7].key_id);
-    assert_non_null(strstr(a.rows[a.n - 3].result, "refused: invalid arguments: arguments.env"));
+    assert_string_equal(a.rows[a.n - 8].tool, "create_app");
+    assert_non_null(a.rows[a.n - 8].key_id);
+    assert_non_null(strstr(a.rows[a.n - 4].result, "refused: invalid arguments: arguments.env"));
+    assert_non_null(
+        strstr(a.rows[a.n - 3].result, "refused: invalid arguments: arguments.idle_timeout_s"));
     assert_true(strncmp(last_row(&a)->result, "error: ", 7) == 0);
     assert_null(strstr(last_row(&a)->arguments, "b-long-secret"));
     ink_audit_free_rows(a.rows, a.n);
@@ -512,7 +518,7 @@ static void test_create_bad_args(void **state)
              "timeout_s");
     /* Read-only tools' refusals are not audited; exec_command's are. */
     a = audit(f);
-    assert_int_equal(tool_rows(&a), 9);
+    assert_int_equal(tool_rows(&a), 10);
     assert_string_equal(last_row(&a)->tool, "exec_command");
     ink_audit_free_rows(a.rows, a.n);
 }
@@ -660,7 +666,8 @@ static void add_node(fx *f, const char *id, const char *endpoint)
     assert_int_equal(ink_store_register_node(f->store, &r, ink_now_ms(), &err), 0);
 }
 
-static void report_running(fx *f, const char *node, const char **workloads, size_t n)
+static void report_state(fx *f, const char *node, const char **workloads, size_t n,
+                         Ink__V1__WorkloadStatus__State state)
 {
     Ink__V1__WorkloadStatus ws[4];
     Ink__V1__WorkloadStatus *ptrs[4];
@@ -669,7 +676,7 @@ static void report_running(fx *f, const char *node, const char **workloads, size
         ink__v1__workload_status__init(&ws[i]);
         ws[i].workload_id = (char *)workloads[i];
         ws[i].generation = 1;
-        ws[i].state = INK__V1__WORKLOAD_STATUS__STATE__RUNNING;
+        ws[i].state = state;
         ws[i].since_unix_ms = ink_now_ms();
         ptrs[i] = &ws[i];
     }
@@ -680,6 +687,11 @@ static void report_running(fx *f, const char *node, const char **workloads, size
     r.n_workloads = n;
     ink_err err = {0};
     assert_int_equal(ink_store_report_status(f->store, &r, ink_now_ms(), &err), 0);
+}
+
+static void report_running(fx *f, const char *node, const char **workloads, size_t n)
+{
+    report_state(f, node, workloads, n, INK__V1__WORKLOAD_STATUS__STATE__RUNNING);
 }
 
 static void test_node_unreachable(void **state)
@@ -826,7 +838,9 @@ static struct fake_agent {
     char caller[64];    /* CN of the last caller */
     char exec_cmd[256]; /* argv joined with spaces */
     uint32_t exec_timeout_s, tail;
-    int hangs_over; /* hung execs whose client went away */
+    int hangs_over;    /* hung execs whose client went away */
+    int history_asked; /* GetMetrics calls with history */
+    char sleepy[64];   /* this replica is asleep, with a history */
 } agent;
 
 static void fake_logs(ink_rpc_call *call, const ProtobufCMessage *msg, void *ctx)
@@ -891,6 +905,9 @@ static void fake_exec(ink_rpc_call *call, const ProtobufCMessage *msg, void *ctx
     ink_rpc_reply(call, &resp.base);
 }
 
+/* agent.sleepy is asleep, has been woken and has a history of three
+ * samples; any other replica is on a node that says nothing of sleep
+ * (state unset, no samples). */
 static void fake_metrics(ink_rpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
     const Ink__V1__GetMetricsRequest *req = (const Ink__V1__GetMetricsRequest *)msg;
@@ -902,6 +919,39 @@ static void fake_metrics(ink_rpc_call *call, const ProtobufCMessage *msg, void *
     m.rx_bytes = 100;
     m.tx_bytes = 200;
     m.last_activity_unix_ms = agent.t0;
+    Ink__V1__MetricsSample h[3];
+    Ink__V1__MetricsSample *hp[3];
+    pthread_mutex_lock(&agent.mu);
+    agent.history_asked += req->history;
+    bool sleepy = strcmp(req->workload_id, agent.sleepy) == 0;
+    pthread_mutex_unlock(&agent.mu);
+    if (sleepy) {
+        m.state = INK__V1__WORKLOAD_STATUS__STATE__SLEEPING;
+        m.sleeps = 3;
+        m.wakes = 2;
+        m.last_wake_ms = 412;
+        m.connections_active = 1;
+        static const struct {
+            uint64_t cpu_ns, memory_mb, rx, tx;
+            int state;
+        } v[3] = {
+            {1000000000, 10, 0, 0, INK__V1__WORKLOAD_STATUS__STATE__RUNNING},
+            {1500000000, 12, 1000, 500, INK__V1__WORKLOAD_STATUS__STATE__RUNNING},
+            {3500000000, 11, 3000, 500, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING},
+        };
+        for (size_t i = 0; i < 3 && req->history; i++) {
+            ink__v1__metrics_sample__init(&h[i]);
+            h[i].unix_ms = agent.t0 + (int64_t)i * 10000;
+            h[i].cpu_ns = v[i].cpu_ns;
+            h[i].memory_bytes = v[i].memory_mb << 20;
+            h[i].rx_bytes = v[i].rx;
+            h[i].tx_bytes = v[i].tx;
+            h[i].state = v[i].state;
+            hp[i] = &h[i];
+        }
+        m.history = hp;
+        m.n_history = req->history ? 3 : 0;
+    }
     other.workload_id = "someone-else";
     other.cpu_ns = 1;
     Ink__V1__WorkloadMetrics *ws[] = {&other, &m};
@@ -959,6 +1009,7 @@ static void test_agent_calls(void **state)
     for (size_t i = 0; i < 2; i++)
         ids[i] = json_string_value(json_object_get(json_array_get(reps, i), "id"));
     report_running(f, "n1", ids, 2);
+    snprintf(agent.sleepy, sizeof agent.sleepy, "%s", ids[0]);
 
     /* Logs: both replicas, merged by time, made text; tail is the newest. */
     json_t *r = call(f, "get_app_logs", "{'name':'web','tail':4}");
@@ -1008,7 +1059,8 @@ static void test_agent_calls(void **state)
     ink_audit_free_rows(a.rows, a.n);
 
     /* Metrics: the replica's own entry, per replica and in total. */
-    json_t *mt = ok(f, call(f, "get_app_metrics", "{'name':'web'}"));
+    r = call(f, "get_app_metrics", "{'name':'web'}");
+    json_t *mt = ok(f, r);
     json_t *mr = json_object_get(mt, "replicas");
     assert_int_equal(json_array_size(mr), 2);
     assert_true(json_real_value(json_object_get(json_array_get(mr, 0), "cpu_seconds")) == 2.5);
@@ -1016,6 +1068,58 @@ static void test_agent_calls(void **state)
     assert_true(json_real_value(json_object_get(tot, "cpu_seconds")) == 5.0);
     assert_true(json_real_value(json_object_get(tot, "memory_mb")) == 20.0);
     assert_int_equal(json_integer_value(json_object_get(tot, "tx_bytes")), 400);
+    /* Asked with history; each replica's sleep figures and samples, rates
+     * between samples. */
+    assert_int_equal(agent.history_asked, 2);
+    json_t *sleepy = NULL, *plain = NULL;
+    json_array_foreach(mr, i, l)
+    {
+        if (strcmp(json_string_value(json_object_get(l, "id")), agent.sleepy) == 0)
+            sleepy = l;
+        else
+            plain = l;
+    }
+    assert_non_null(sleepy);
+    assert_non_null(plain);
+    {
+        assert_string_equal(json_string_value(json_object_get(sleepy, "state")), "sleeping");
+        assert_int_equal(json_integer_value(json_object_get(sleepy, "sleeps")), 3);
+        assert_int_equal(json_integer_value(json_object_get(sleepy, "wakes")), 2);
+        assert_int_equal(json_integer_value(json_object_get(sleepy, "last_wake_ms")), 412);
+        assert_int_equal(json_integer_value(json_object_get(sleepy, "connections_active")), 1);
+        json_t *h = json_object_get(sleepy, "history");
+        assert_int_equal(json_array_size(h), 3);
+        json_t *h0 = json_array_get(h, 0), *h1 = json_array_get(h, 1), *h2 = json_array_get(h, 2);
+        assert_string_equal(json_string_value(json_object_get(h0, "time")),
+                            "2026-11-18T11:06:40.000Z");
+        assert_string_equal(json_string_value(json_object_get(h2, "time")),
+                            "2026-11-18T11:07:00.000Z");
+        assert_true(json_is_null(json_object_get(h0, "cpu_cores")));
+        assert_true(json_is_null(json_object_get(h0, "rx_bytes_per_s")));
+        assert_true(json_is_null(json_object_get(h0, "tx_bytes_per_s")));
+        assert_true(json_real_value(json_object_get(h0, "memory_mb")) == 10.0);
+        assert_true(json_real_value(json_object_get(h1, "cpu_cores")) == 0.05);
+        assert_true(json_real_value(json_object_get(h1, "rx_bytes_per_s")) == 100.0);
+        assert_true(json_real_value(json_object_get(h1, "tx_bytes_per_s")) == 50.0);
+        assert_true(json_real_value(json_object_get(h2, "cpu_cores")) == 0.2);
+        assert_true(json_real_value(json_object_get(h2, "tx_bytes_per_s")) == 0.0);
+        assert_true(json_real_value(json_object_get(h2, "memory_mb")) == 11.0);
+        assert_string_equal(json_string_value(json_object_get(h1, "state")), "running");
+        assert_string_equal(json_string_value(json_object_get(h2, "state")), "sleeping");
+    }
+    {
+        /* The node said no state: the coordinator's. No wake, no samples. */
+        assert_string_equal(json_string_value(json_object_get(plain, "state")), "running");
+        assert_true(json_is_null(json_object_get(plain, "last_wake_ms")));
+        assert_int_equal(json_array_size(json_object_get(plain, "history")), 0);
+    }
+    const char *t = text_of(r);
+    if (!strstr(t, "history over the last 0 min (3 samples): CPU avg 0.125 cores, max 0.200; "
+                   "memory max 12.0 MiB; network in 150 B/s, out 25 B/s on average\n") ||
+        !strstr(t, ", sleeping: CPU 2.50 s used") ||
+        !strstr(t, "slept 3 times, woken 2 times (last wake took 412 ms)") ||
+        !strstr(t, "history: no samples yet"))
+        fail_msg("get_app_metrics text: %s", t);
 
     /* A cancelled exec cancels the call to the node at once. */
     int id = ++f->next_id;
@@ -1054,6 +1158,75 @@ static void test_agent_calls(void **state)
     ink_rpc_server_stop(srv, 1000);
     pthread_mutex_destroy(&agent.mu);
     test_pki_destroy(&pki);
+}
+
+/* ------------------------------------------------------------- scale to zero */
+
+/* Ends the app's running operation as the controller would once its URL
+ * answered (nothing answers HTTP here). */
+static void finish_operations(fx *f)
+{
+    sqlite3 *db = ink_store_lock(f->store);
+    int rc = sqlite3_exec(db, "UPDATE operations SET status = 'succeeded' WHERE status = 'running'",
+                          NULL, NULL, NULL);
+    ink_store_unlock(f->store);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
+/* An app that scales to zero: idle_timeout_s through the tools, and the
+ * sleeping and waking statuses in views that validate against the output
+ * schemas. */
+static void test_sleeping_app(void **state)
+{
+    fx *f = *state;
+    add_node(f, "n1", "127.0.0.1:1");
+    ok(f, call(f, "create_app",
+               "{'name':'web','image':'nginx','port':80,'min_replicas':0,'idle_timeout_s':60}"));
+    ink_controller_opts co = {.node_timeout_ms = 20000,
+                              .node_lost_ms = 60000,
+                              .place_grace_ms = 15000,
+                              .probe_timeout_ms = 200};
+    assert_true(ink_controller_pass(f->store, &co, ink_now_ms()) >= 0);
+    json_t *d = ok(f, call(f, "get_app_details", "{'name':'web'}"));
+    const char *rid = json_string_value(
+        json_object_get(json_array_get(json_object_get(d, "replica_status"), 0), "id"));
+    assert_non_null(rid);
+    char id[64];
+    snprintf(id, sizeof id, "%s", rid);
+    const char *ids[] = {id};
+    report_state(f, "n1", ids, 1, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING);
+    finish_operations(f);
+
+    json_t *r = call(f, "get_app_details", "{'name':'web'}");
+    d = ok(f, r);
+    assert_string_equal(json_string_value(json_object_get(d, "status")), "sleeping");
+    assert_int_equal(json_integer_value(json_object_get(d, "idle_timeout_s")), 60);
+    assert_int_equal(json_integer_value(json_object_get(d, "ready_replicas")), 1);
+    assert_true(json_is_string(json_object_get(d, "url")));
+    assert_non_null(strstr(text_of(r), "Scale to zero: a replica idle for 60 s sleeps"));
+    assert_non_null(strstr(text_of(r), ": sleeping: idle for 60s"));
+    json_t *list = ok(f, call(f, "list_apps", "{}"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(list, "apps"), 0), "status")),
+                        "sleeping");
+
+    report_state(f, "n1", ids, 1, INK__V1__WORKLOAD_STATUS__STATE__WAKING);
+    d = ok(f, call(f, "get_app_details", "{'name':'web'}"));
+    assert_string_equal(json_string_value(json_object_get(d, "status")), "waking");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(d, "replica_status"), 0), "state")),
+                        "waking");
+
+    /* An update of the timeout alone is accepted and rolls. */
+    ok(f, call(f, "update_app", "{'name':'web','idle_timeout_s':3600}"));
+    d = ok(f, call(f, "get_app_details", "{'name':'web'}"));
+    assert_int_equal(json_integer_value(json_object_get(d, "idle_timeout_s")), 3600);
+    assert_int_equal(json_integer_value(json_object_get(d, "generation")), 2);
+    err_with(call(f, "update_app", "{'name':'web','idle_timeout_s':90000}"), "idle_timeout_s");
+    /* An app that never sleeps shows none. */
+    ok(f, call(f, "create_app", "{'name':'api','image':'nginx','port':80}"));
+    d = ok(f, call(f, "get_app_details", "{'name':'api'}"));
+    assert_true(json_is_null(json_object_get(d, "idle_timeout_s")));
 }
 
 /* ------------------------------------------------------------- resources */
@@ -1138,6 +1311,7 @@ int main(void)
         T(test_create_bad_args),  T(test_create_deploying), T(test_cancel_wait),
         T(test_node_unreachable), T(test_agent_calls),      T(test_resources),
         T(test_authenticate),     T(test_recheck_key),      T(test_egress),
+        T(test_sleeping_app),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     ink_rpc_shutdown();
