@@ -2,12 +2,14 @@
  *
  *   ink-agent [--config FILE] [--option=value ...] [run]
  *   ink-agent [--config FILE] policy check FILE... | policy show
+ *   ink-agent [--config FILE] doctor [--json] [--check=NAME,...] [--option=value ...]
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "agent.h"
 #include "daemon.h"
+#include "doctor.h"
 #include "ink_version.h"
 #include "log.h"
 
@@ -25,6 +27,9 @@ static void usage(FILE *out)
             "  policy show\n"
             "             what this node enforces now: Ink's nftables table, and per\n"
             "             workload its policy, project, allowlist and drop counters\n"
+            "  doctor [--json] [--check=NAME,...] [--OPTION=VALUE ...]\n"
+            "             preflight of this node with the configuration run would use:\n"
+            "             PASS/WARN/FAIL per check with a fix (exit 1 on any FAIL)\n"
             "\n"
             "options (config file %s, or flags):\n",
             INK_AGENT_DEFAULT_CONFIG);
@@ -95,6 +100,8 @@ int main(int argc, char **argv)
         rc = run(&cfg);
     } else if (strcmp(cmd, "policy") == 0) {
         rc = ink_policy_cli(&cfg, argc - idx - 1, argv + idx + 1);
+    } else if (strcmp(cmd, "doctor") == 0) {
+        rc = ink_doctor_cli(&cfg, argc - idx, argv + idx);
     } else {
         fprintf(stderr, "ink-agent: unknown command '%s'\n\n", cmd);
         usage(stderr);
