@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "coordinator.h"
+#include "enrol.h"
 #include "pki.h"
 #include "util.h"
 
@@ -101,15 +102,17 @@ int ink_cmd_nodes(const ink_coordinator_config *cfg, int argc, char **argv)
     return 0;
 }
 
-/* Collects --san, --days and --out flags after the positional arguments. */
+/* Collects --san, --days and --out flags after the positional arguments,
+ * and --coordinator where coordinator is not NULL (pki enrol). */
 typedef struct {
     const char *sans[32];
     size_t nsans;
     int days;
     const char *out;
+    const char **coordinator;
 } pki_flags;
 
-static int parse_pki_flags(int argc, char **argv, int start, pki_flags *f)
+static int parse_pki_flags(int argc, char **argv, int start, pki_flags *f, FILE *errf)
 {
     for (int i = start; i < argc; i++) {
         const char *a = argv[i];
@@ -123,15 +126,57 @@ static int parse_pki_flags(int argc, char **argv, int start, pki_flags *f)
         } else if (strcmp(a, "--out") == 0 && v) {
             f->out = v;
             i++;
+        } else if (strcmp(a, "--coordinator") == 0 && v && f->coordinator) {
+            *f->coordinator = v;
+            i++;
         } else {
-            fprintf(stderr, "ink-coordinator pki: unexpected argument '%s'\n", a);
+            fprintf(errf, "ink-coordinator pki: unexpected argument '%s'\n", a);
             return -1;
         }
     }
     if (f->days <= 0 || f->days > 36500) {
-        fprintf(stderr, "ink-coordinator pki: --days must be between 1 and 36500\n");
+        fprintf(errf, "ink-coordinator pki: --days must be between 1 and 36500\n");
         return -1;
     }
+    return 0;
+}
+
+int ink_cmd_pki_enrol(const ink_coordinator_config *cfg, int argc, char **argv, FILE *out,
+                      FILE *errf)
+{
+    if (argc < 1 || argv[0][0] == '-') {
+        fprintf(errf, "usage: ink-coordinator pki enrol NODE --coordinator HOST:PORT [--san S ...] "
+                      "[--days N] [--out FILE]\n");
+        return 2;
+    }
+    const char *coordinator = NULL;
+    pki_flags f = {.days = 365, .coordinator = &coordinator};
+    if (parse_pki_flags(argc, argv, 1, &f, errf) < 0)
+        return 2;
+    if (!coordinator) {
+        fprintf(errf, "ink-coordinator pki enrol: --coordinator HOST:PORT is required (where "
+                      "the node reaches this coordinator's NodeService)\n");
+        return 2;
+    }
+    ink_enrol_opts o = {.pki_dir = cfg->pki_dir,
+                        .node = argv[0],
+                        .coordinator = coordinator,
+                        .sans = f.sans,
+                        .nsans = f.nsans,
+                        .days = f.days,
+                        .out = f.out};
+    char path[4096];
+    ink_err err = {0};
+    if (ink_enrol_write(&o, path, sizeof path, &err) < 0) {
+        fprintf(errf, "ink-coordinator pki enrol: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(errf,
+            "ink-coordinator pki enrol: %s holds node %s's private key (mode 0600): copy it "
+            "to the node only over a secure channel and delete it once used\n",
+            path, argv[0]);
+    fprintf(out, "node %s: %s; run it as root on the node: ssh root@%s sh -s < %s\n", argv[0], path,
+            argv[0], path);
     return 0;
 }
 
@@ -141,7 +186,7 @@ int ink_cmd_pki(const ink_coordinator_config *cfg, int argc, char **argv)
     const char *sub = argc > 0 ? argv[0] : "";
     if (strcmp(sub, "init") == 0) {
         pki_flags f = {.days = 825, .out = cfg->pki_dir};
-        if (parse_pki_flags(argc, argv, 1, &f) < 0)
+        if (parse_pki_flags(argc, argv, 1, &f, stderr) < 0)
             return 2;
         /* The coordinator's own certificate always names localhost too, so
          * a single-node installation works without flags. */
@@ -167,7 +212,7 @@ int ink_cmd_pki(const ink_coordinator_config *cfg, int argc, char **argv)
             return 2;
         }
         pki_flags f = {.days = 365, .out = cfg->pki_dir};
-        if (parse_pki_flags(argc, argv, 2, &f) < 0)
+        if (parse_pki_flags(argc, argv, 2, &f, stderr) < 0)
             return 2;
         if (ink_pki_issue(cfg->pki_dir, argv[1], INK_ROLE_NODE, f.sans, f.nsans, f.days, f.out,
                           &err) < 0) {
@@ -178,6 +223,8 @@ int ink_cmd_pki(const ink_coordinator_config *cfg, int argc, char **argv)
                f.out, argv[1], f.out, argv[1]);
         return 0;
     }
-    fprintf(stderr, "usage: ink-coordinator pki init|issue ...\n");
+    if (strcmp(sub, "enrol") == 0)
+        return ink_cmd_pki_enrol(cfg, argc - 1, argv + 1, stdout, stderr);
+    fprintf(stderr, "usage: ink-coordinator pki init|issue|enrol ...\n");
     return 2;
 }

@@ -4,6 +4,7 @@
  *   ink-coordinator nodes [--json]
  *   ink-coordinator pki init [--san NAME|IP ...]
  *   ink-coordinator pki issue NODE [--san NAME|IP ...] [--days N] [--out DIR]
+ *   ink-coordinator pki enrol NODE --coordinator HOST:PORT [--san ...] [--days N] [--out FILE]
  *   ink-coordinator workload put NODE ID --image REF [...] [-- COMMAND ...]
  *   ink-coordinator workload rm NODE ID
  *   ink-coordinator workload ls [NODE] [--json]
@@ -40,6 +41,9 @@ static void usage(FILE *out)
             "  pki init [--san S ...]     create the cluster CA and the coordinator certificate\n"
             "  pki issue NODE [--san S ...] [--days N] [--out DIR]\n"
             "                             issue a node certificate signed by the CA\n"
+            "  pki enrol NODE --coordinator HOST:PORT [--san S ...] [--days N] [--out FILE]\n"
+            "                             the same, as a script that enrols the node (run it\n"
+            "                             there as root: ssh root@NODE sh -s < enrol-NODE.sh)\n"
             "  workload put NODE ID --image REF [--port N] [--publish N] [--env K=V]...\n"
             "      [--secret-env K=V]... [--memory SIZE] [--cpu MILLICORES|0.5] [--pids N]\n"
             "      [--app NAME] [--project NAME] [--min-replicas N] [--idle-timeout DURATION]\n"

@@ -2,7 +2,10 @@
 # The .deb and .rpm packages (cmake/Packaging.cmake, packaging/): builds
 # both with cpack into a temporary directory, checks their contents,
 # dependencies, conffiles and lintian's verdict, verifies the systemd units,
-# then installs, upgrades in place and purges each .deb on this machine.
+# then installs, upgrades in place and purges each .deb on this machine. With
+# the agent installed, it runs the enrolment script of `ink-coordinator pki
+# enrol` for real (certificates, agent.conf, doctor), then once more to
+# install the package too (INK_AGENT_DEB).
 #
 # Root, Debian. An Ink already on this machine is kept: /etc/ink and
 # /var/lib/ink, when no package owns them (scripts/quickstart, a `make
@@ -45,6 +48,8 @@ cleanup() {
 		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'installed' &&
 			apt-get purge -y -q "$pkg" >/dev/null 2>&1
 	done
+	# what purges keep (enrolled certificates): /etc/ink was not there
+	case " $moved " in *" /etc/ink "*) ;; *) rm -rf /etc/ink ;; esac
 	for d in $moved; do
 		name=$(echo "$d" | tr / _)
 		rm -rf "$d"
@@ -216,16 +221,137 @@ echo "# changed by package_test" >>/etc/ink/agent.conf
 dpkg -i "$T/$(basename "$AGENT_DEB")" >"$T/dpkg.log" 2>&1 || { cat "$T/dpkg.log" >&2; fail "reinstall"; }
 tail -n 1 /etc/ink/agent.conf | grep -q 'changed by package_test' || fail "reinstall replaced a changed agent.conf"
 expect_system_user ink-dns
-apt-get purge -y -q ink-agent >"$T/apt.log" 2>&1 || { cat "$T/apt.log" >&2; fail "apt-get purge ink-agent"; }
-for f in /usr/bin/ink-agent /usr/libexec/ink /etc/ink/agent.conf /etc/ink/policies /var/lib/ink/agent \
-	/etc/systemd/system/multi-user.target.wants/ink-agent.service /etc/systemd/system/ink-agent.service; do
-	[ ! -e "$f" ] && [ ! -L "$f" ] || fail "left after purge: $f"
+
+# One-command enrolment: the script `ink-coordinator pki enrol` writes, run
+# here as on a new node, with a CA of the test's own.
+COORD_BIN=$B/coordinator/ink-coordinator
+[ -x "$COORD_BIN" ] || fail "no $COORD_BIN in the build tree"
+: >"$T/coordinator.conf"
+coord() { "$COORD_BIN" --config "$T/coordinator.conf" --pki-dir "$T/ca" "$@"; }
+coord pki init >"$T/pki.log" 2>&1 || { cat "$T/pki.log" >&2; fail "pki init"; }
+NODE=pkgtest-node
+coord pki enrol "$NODE" --coordinator 127.0.0.1:7440 --out "$T/enrol.sh" >"$T/pki.log" 2>&1 ||
+	{ cat "$T/pki.log" >&2; fail "pki enrol"; }
+expect_mode "$T/enrol.sh" "600 root:root"
+grep -q "private key (mode 0600)" "$T/pki.log" || fail "pki enrol: no word about the private key"
+# The here-document of function $1 in script $2.
+pem_of() { awk -v fn="$1() {" '$0 == fn { f = 1; next } f && /^INK_ENROL_PEM_EOF$/ { exit } f && !/^\tcat / { print }' "$2"; }
+# run_enrol SCRIPT [VAR=VALUE ...]: its output in $T/enrol.log
+run_enrol() {
+	script=$1
+	shift
+	env "$@" sh "$script" >"$T/enrol.log" 2>&1
+}
+state() { stat -c '%n %i %a %U:%G %s %Y' /etc/ink/agent.conf /etc/ink/pki /etc/ink/pki/*; }
+echo "# enrol marker" >>/etc/ink/agent.conf
+cp -p /etc/ink/agent.conf "$T/agent.conf.before"
+run_enrol "$T/enrol.sh" || { cat "$T/enrol.log" >&2; fail "enrol.sh"; }
+expect_mode /etc/ink/pki "750 root:root"
+expect_mode /etc/ink/pki/ca.crt "644 root:root"
+expect_mode /etc/ink/pki/node.crt "644 root:root"
+expect_mode /etc/ink/pki/node.key "600 root:root"
+cmp -s /etc/ink/pki/ca.crt "$T/ca/ca.crt" || fail "enrol: /etc/ink/pki/ca.crt is not the CA's"
+pem_of ink_node_crt "$T/enrol.sh" | cmp -s - /etc/ink/pki/node.crt || fail "enrol: node.crt is not the script's"
+pem_of ink_node_key "$T/enrol.sh" | cmp -s - /etc/ink/pki/node.key || fail "enrol: node.key is not the script's"
+[ ! -e /etc/ink/pki/ca.key ] || fail "enrol: the CA key reached the node"
+for l in "coordinator = 127.0.0.1:7440" "node_id = $NODE" "listen = 0.0.0.0:7442" "# enrol marker" \
+	"# changed by package_test"; do
+	grep -qxF "$l" /etc/ink/agent.conf || fail "enrol: agent.conf has no line \"$l\""
 done
-case " $users_before " in
-*" ink-dns "*) getent passwd ink-dns >/dev/null || fail "purge removed an ink-dns user it did not make" ;;
-*) ! getent passwd ink-dns >/dev/null || fail "user ink-dns left after purge" ;;
-esac
+[ "$(wc -l </etc/ink/agent.conf)" = "$(wc -l <"$T/agent.conf.before")" ] || fail "enrol: agent.conf lost or gained lines"
+! diff "$T/agent.conf.before" /etc/ink/agent.conf | grep '^<' | grep -vE '^< (coordinator|node_id|listen) =' ||
+	fail "enrol: agent.conf lines changed that are not coordinator, node_id or listen"
+cmp -s "$T/agent.conf.before" /etc/ink/agent.conf.ink-enrol.bak || fail "enrol: no backup of agent.conf"
+# doctor ran, its certificates check passed (others may warn: the clock here)
+grep -qE "^PASS +certificates .*\(CN $NODE, node\) is signed by tls_ca, matches tls_key" "$T/enrol.log" ||
+	{ cat "$T/enrol.log" >&2; fail "enrol: doctor's certificates check did not pass"; }
+grep -qE '^[0-9]+ passed, [0-9]+ warnings?, 0 failed$' "$T/enrol.log" || fail "enrol: doctor's summary"
+if systemd_running; then
+	systemctl is-active --quiet ink-agent || fail "enrol: ink-agent is not active"
+else
+	grep -q 'systemd is not running' "$T/enrol.log" || fail "enrol: no word on starting the agent without systemd"
+	for p in $(pgrep -x ink-agent || true); do
+		[ "$(readlink "/proc/$p/exe")" != /usr/bin/ink-agent ] || fail "enrol started ink-agent without systemd"
+	done
+fi
+grep -q "ink-coordinator nodes" "$T/enrol.log" || fail "enrol: no last word on ink-coordinator nodes"
+# again: nothing changes (a second later, so that any write would show in
+# an mtime)
+before=$(state)
+sleep 1
+run_enrol "$T/enrol.sh" || { cat "$T/enrol.log" >&2; fail "enrol.sh, second run"; }
+[ "$(state)" = "$before" ] || fail "enrol.sh, second run: changed $(state)"
+[ "$(grep -c ': unchanged' "$T/enrol.log")" = 4 ] || { cat "$T/enrol.log" >&2; fail "enrol.sh, second run: not all unchanged"; }
+# another key for the same node: refused without INK_ENROL_FORCE=1, then forced
+coord pki enrol "$NODE" --coordinator 127.0.0.1:7440 --out "$T/enrol2.sh" >"$T/pki.log" 2>&1 ||
+	{ cat "$T/pki.log" >&2; fail "pki enrol (2)"; }
+! run_enrol "$T/enrol2.sh" || fail "enrol: a different node.key replaced without INK_ENROL_FORCE=1"
+grep -q 'INK_ENROL_FORCE=1' "$T/enrol.log" || fail "enrol: refusal does not say how to force"
+[ "$(state)" = "$before" ] || fail "enrol: the refused run changed $(state)"
+run_enrol "$T/enrol2.sh" INK_ENROL_FORCE=1 || { cat "$T/enrol.log" >&2; fail "enrol.sh, INK_ENROL_FORCE=1"; }
+pem_of ink_node_key "$T/enrol2.sh" | cmp -s - /etc/ink/pki/node.key || fail "enrol: forced node.key not replaced"
+expect_mode /etc/ink/pki/node.key "600 root:root"
+say "enrol: certificates (modes, contents), agent.conf (other lines kept), doctor; idempotent; another key refused, then forced"
+
+# The unit's ExecStart line itself, as systemd would run it (there is no
+# systemd here to do it): the enrolled agent comes up with the packaged
+# configuration, policies and helpers, serves /metrics, and stops cleanly
+# on SIGTERM (the coordinator it names does not run: it keeps retrying).
+# Sandboxes of another Ink on this machine (a quick start) are not its own:
+# then it gets a runsc root, netns directory and BPF pins of the test's.
+run_cmd=$cmd
+if [ -n "$(ls -A /run/ink/runsc 2>/dev/null)" ]; then
+	run_cmd="${cmd% run} --runsc-root=$T/runsc --netns-dir=$T/netns --bpf-pin-dir=/sys/fs/bpf/ink-pkgtest-$$ run"
+	say "another Ink has sandboxes in /run/ink/runsc: the agent runs with the test's own runsc root"
+fi
+# shellcheck disable=SC2086
+$run_cmd >"$T/agent-run.log" 2>&1 &
+AGENT_RUN=$!
+for _ in $(seq 1 100); do
+	grep -q 'msg="agent started"' "$T/agent-run.log" && break
+	kill -0 "$AGENT_RUN" 2>/dev/null || { cat "$T/agent-run.log" >&2; fail "$run_cmd exited"; }
+	sleep 0.1
+done
+grep -q 'msg="agent started"' "$T/agent-run.log" || { cat "$T/agent-run.log" >&2; fail "$run_cmd: not started in 10 s"; }
+curl -sf --max-time 5 http://127.0.0.1:7443/metrics | grep -q '^ink_agent_workloads 0$' ||
+	{ kill "$AGENT_RUN"; fail "the packaged agent's /metrics"; }
+kill -TERM "$AGENT_RUN"
+wait "$AGENT_RUN" || { cat "$T/agent-run.log" >&2; fail "$run_cmd: exit status $? on SIGTERM"; }
+rm -rf "/sys/fs/bpf/ink-pkgtest-$$"
+say "ExecStart line run directly: agent started with the packaged config, /metrics answered, SIGTERM -> exit 0"
+
+agent_purged() {
+	for f in /usr/bin/ink-agent /usr/libexec/ink /etc/ink/agent.conf /etc/ink/policies /var/lib/ink/agent \
+		/etc/ink/agent.conf.ink-enrol.bak \
+		/etc/systemd/system/multi-user.target.wants/ink-agent.service /etc/systemd/system/ink-agent.service; do
+		[ ! -e "$f" ] && [ ! -L "$f" ] || fail "left after purge: $f"
+	done
+	case " $users_before " in
+	*" ink-dns "*) getent passwd ink-dns >/dev/null || fail "purge removed an ink-dns user it did not make" ;;
+	*) ! getent passwd ink-dns >/dev/null || fail "user ink-dns left after purge" ;;
+	esac
+	# the administrator's certificates stay
+	for f in ca.crt node.crt node.key; do
+		[ -f "/etc/ink/pki/$f" ] || fail "purge removed /etc/ink/pki/$f"
+	done
+}
+apt-get purge -y -q ink-agent >"$T/apt.log" 2>&1 || { cat "$T/apt.log" >&2; fail "apt-get purge ink-agent"; }
+agent_purged
 say "ink-agent: installed (files, modes, user, unit), reinstalled keeping a changed conffile, purged"
+
+# One command on a machine without the package: INK_AGENT_DEB installs it.
+run_enrol "$T/enrol2.sh" INK_AGENT_DEB="$T/$(basename "$AGENT_DEB")" ||
+	{ cat "$T/enrol.log" >&2; fail "INK_AGENT_DEB=... enrol.sh"; }
+dpkg-query -W -f='${Status}' ink-agent 2>/dev/null | grep -q 'install ok installed' ||
+	fail "INK_AGENT_DEB=... enrol.sh: ink-agent not installed"
+grep -qxF "node_id = $NODE" /etc/ink/agent.conf || fail "INK_AGENT_DEB=... enrol.sh: node_id not set"
+grep -qE '^PASS +certificates ' "$T/enrol.log" || fail "INK_AGENT_DEB=... enrol.sh: certificates check"
+apt-get purge -y -q ink-agent >"$T/apt.log" 2>&1 || { cat "$T/apt.log" >&2; fail "apt-get purge ink-agent"; }
+agent_purged
+# Left by purge on purpose: the administrator's certificates.
+rm -rf /etc/ink/pki
+rmdir /etc/ink || fail "left after purge and removing the certificates: $(ls -A /etc/ink)"
+say "enrol with INK_AGENT_DEB: installed and enrolled in one command, purged"
 
 # ink-coordinator
 apt_install "$T/$(basename "$COORD_DEB")"

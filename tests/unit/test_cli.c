@@ -9,12 +9,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <dirent.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 
 #include "coordinator.h"
 #include "cli_fixture.h"
+#include "enrol.h"
+#include "pki.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -464,6 +469,261 @@ static void test_second_handle_sees_cli_writes(void **state)
     ink_store_free_events(&b);
 }
 
+/* ---------------------------------------------------------- pki enrol */
+
+#define ENROL(f, ...) cli_fixture_run(f, ink_cmd_pki_enrol, (const char *[]){__VA_ARGS__, NULL})
+
+/* A CA in the fixture's directory, named by the configuration as pki_dir;
+ * path receives it. */
+static void enrol_ca(fixture *f, char *path, size_t len)
+{
+    snprintf(path, len, "%s/pki", f->dir);
+    ink_err err = {0};
+    assert_int_equal(ink_config_set(ink_coordinator_options, &f->cfg, "pki_dir", path, &err), 0);
+    assert_int_equal(ink_pki_init_ca(path, 30, &err), 0);
+}
+
+static char *slurp(const char *path)
+{
+    char *text = NULL;
+    ink_err err = {0};
+    if (ink_read_file(path, 1 << 20, &text, NULL, &err) < 0)
+        fail_msg("%s", err.msg);
+    return text;
+}
+
+/* The here-document of the script's function fn, written to path. */
+static void extract_pem(const char *script, const char *fn, const char *path)
+{
+    char *open = ink_xasprintf("\n%s() {\n\tcat <<'" INK_ENROL_HEREDOC_END "'\n", fn);
+    const char *start = strstr(script, open);
+    assert_non_null(start);
+    start += strlen(open);
+    const char *end = strstr(start, "\n" INK_ENROL_HEREDOC_END "\n}\n");
+    assert_non_null(end);
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    assert_int_equal(fwrite(start, 1, (size_t)(end - start) + 1, out), (size_t)(end - start) + 1);
+    assert_int_equal(fclose(out), 0);
+    free(open);
+}
+
+/* The names in dir, sorted, space-separated. */
+static char *dir_names(const char *dir)
+{
+    struct dirent **list;
+    int n = scandir(dir, &list, NULL, alphasort);
+    assert_true(n >= 0);
+    char *names = ink_xstrdup("");
+    for (int i = 0; i < n; i++) {
+        if (strcmp(list[i]->d_name, ".") != 0 && strcmp(list[i]->d_name, "..") != 0) {
+            char *next = ink_xasprintf("%s%s%s", names, *names ? " " : "", list[i]->d_name);
+            free(names);
+            names = next;
+        }
+        free(list[i]);
+    }
+    free(list);
+    return names;
+}
+
+/* A CA in the fixture, an empty output directory, and the script's path
+ * in it. */
+static void enrol_setup(fixture *f, char pki[256], char out[256], char path[320])
+{
+    enrol_ca(f, pki, 256);
+    snprintf(out, 256, "%s/out", f->dir);
+    assert_int_equal(mkdir(out, 0755), 0);
+    snprintf(path, 320, "%s/enrol.sh", out);
+}
+
+static void test_enrol_writes_script(void **state)
+{
+    fixture *f = *state;
+    char pki[256], out[256], path[320];
+    enrol_setup(f, pki, out, path);
+    assert_int_equal(ENROL(f, "n1", "--coordinator", "10.0.0.1:7440", "--san", "10.0.0.21",
+                           "--days", "90", "--out", path),
+                     0);
+    assert_non_null(strstr(f->out, "ssh root@n1 sh -s <"));
+    assert_non_null(strstr(f->err, "private key (mode 0600)"));
+
+    /* Only the script is left, 0600, nothing of the key beside it. */
+    char *names = dir_names(out);
+    assert_string_equal(names, "enrol.sh");
+    free(names);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+
+    char *script = slurp(path);
+    assert_true(strncmp(script, "#!/bin/sh\n", 10) == 0);
+    assert_non_null(strstr(script, "\nINK_NODE='n1'\n"));
+    assert_non_null(strstr(script, "\nINK_COORDINATOR='10.0.0.1:7440'\n"));
+    assert_non_null(strstr(script, "print \"coordinator = \" coord"));
+    assert_non_null(strstr(script, "print \"node_id = \" node"));
+    assert_non_null(strstr(script, "apt-get install ./ink-agent_$INK_VERSION-1_$arch.deb"));
+    assert_non_null(strstr(script, "\nmain \"$@\"\n"));
+
+    /* The CA's certificate verbatim, never its key. */
+    char ca_crt[320], ca_key[320];
+    snprintf(ca_crt, sizeof ca_crt, "%s/ca.crt", pki);
+    snprintf(ca_key, sizeof ca_key, "%s/ca.key", pki);
+    char *ca = slurp(ca_crt), *cakey = slurp(ca_key);
+    assert_non_null(strstr(script, ca));
+    assert_null(strstr(script, cakey));
+    free(ca);
+    free(cakey);
+
+    /* The three here-documents: the CA, and a certificate for n1 it signed
+     * with the key beside it. */
+    char crt[320], key[320], ca2[320];
+    snprintf(ca2, sizeof ca2, "%s/ca-from-script.crt", f->dir);
+    snprintf(crt, sizeof crt, "%s/node.crt", f->dir);
+    snprintf(key, sizeof key, "%s/node.key", f->dir);
+    extract_pem(script, "ink_ca_crt", ca2);
+    extract_pem(script, "ink_node_crt", crt);
+    extract_pem(script, "ink_node_key", key);
+    ink_err err = {0};
+    assert_int_equal(ink_pki_verify(ca2, crt, key, &err), 0);
+    ink_cert_info info;
+    assert_int_equal(ink_pki_cert_info_file(crt, &info, &err), 0);
+    assert_string_equal(info.cn, "n1");
+    assert_string_equal(info.ou, INK_ROLE_NODE);
+    assert_false(info.is_ca);
+    long days = (long)((info.not_after - info.not_before) / 86400);
+    assert_true(days >= 89 && days <= 90);
+    char *k = slurp(key);
+    assert_non_null(strstr(k, "-----BEGIN PRIVATE KEY-----\n"));
+    free(k);
+    free(script);
+
+    /* It is valid sh. */
+    char *cmd = ink_xasprintf("sh -n '%s'", path);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+}
+
+static void test_enrol_default_out_never_overwrites(void **state)
+{
+    fixture *f = *state;
+    char pki[256], cwd[4096], path[320];
+    enrol_ca(f, pki, sizeof pki);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(f->dir), 0);
+    int rc = ENROL(f, "node-2", "--coordinator", "[2001:db8::1]:7440");
+    char *first = ink_xstrdup(f->out);
+    int again = rc == 0 ? ENROL(f, "node-2", "--coordinator", "coord.example.org:7440") : -1;
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(first, "node node-2: enrol-node-2.sh;"));
+    free(first);
+    snprintf(path, sizeof path, "%s/enrol-node-2.sh", f->dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+
+    /* The second run leaves the first script alone. */
+    assert_int_equal(again, 1);
+    assert_non_null(strstr(f->err, "not overwriting it"));
+    char *script = slurp(path);
+    assert_non_null(strstr(script, "\nINK_COORDINATOR='[2001:db8::1]:7440'\n"));
+    assert_non_null(strstr(script, "\nINK_SCRIPT='enrol-node-2.sh'\n"));
+    free(script);
+    char *names = dir_names(f->dir);
+    assert_null(strstr(names, ".ink-enrol")); /* no temporary directory left */
+    free(names);
+}
+
+static void test_enrol_refuses_bad_input(void **state)
+{
+    fixture *f = *state;
+    char pki[256], out[256], path[320];
+    enrol_setup(f, pki, out, path);
+
+    static const char *const bad_nodes[] = {
+        "a;rm -rf /", "Node1", "ink-coordinator", "n1'", "n1 x", "a/../b", "-n1", ""};
+    for (size_t i = 0; i < INK_ARRAY_LEN(bad_nodes); i++) {
+        int rc = ENROL(f, bad_nodes[i], "--coordinator", "10.0.0.1:7440", "--out", path);
+        if (rc == 0)
+            fail_msg("node '%s' accepted", bad_nodes[i]);
+        assert_true(strlen(f->err) > 0);
+    }
+    static const char *const bad_coords[] = {"a;rm -rf /", "host:0",    "host:70000", "host:123456",
+                                             "host",       "host:",     ":7440",      "host:+1",
+                                             "host: 1",    "host:1 ",   "h$(id):1",   "h`id`:1",
+                                             "h'x:1",      "::1:7440",  "[::1]",      "[::1]7440",
+                                             "[nope]:1",   "[]:1",      "-host:1",    ".host:1",
+                                             "h_x:1",      "host:1\nx", "10.0.0.1:-1"};
+    for (size_t i = 0; i < INK_ARRAY_LEN(bad_coords); i++) {
+        int rc = ENROL(f, "n1", "--coordinator", bad_coords[i], "--out", path);
+        if (rc != 1)
+            fail_msg("--coordinator '%s': exit %d", bad_coords[i], rc);
+        assert_non_null(strstr(f->err, "coordinator"));
+    }
+    assert_int_equal(ENROL(f, "n1", "--out", path), 2);
+    assert_non_null(strstr(f->err, "--coordinator HOST:PORT is required"));
+    assert_int_equal(ENROL(f, "n1", "--coordinator"), 2);
+    assert_int_equal(ENROL(f, "n1", "--coordinator", "h:1", "--days", "0", "--out", path), 2);
+    assert_int_equal(ENROL(f, "n1", "--coordinator", "h:1", "--bogus", "--out", path), 2);
+    assert_int_equal(ENROL(f, "n1", "--coordinator", "h:1", "--san", "bad san!", "--out", path), 1);
+    assert_int_equal(cli_fixture_run(f, ink_cmd_pki_enrol, (const char *[]){NULL}), 2);
+    assert_non_null(strstr(f->err, "usage: ink-coordinator pki enrol NODE"));
+
+    /* Nothing written, no key or temporary directory left behind. */
+    char *names = dir_names(out);
+    assert_string_equal(names, "");
+    free(names);
+}
+
+static void test_enrol_coordinator_forms(void **state)
+{
+    static const char *const good[] = {
+        "coordinator.example.org:7440", "10.0.0.1:1", "[::1]:65535",
+        "[2001:db8::7]:7440",           "A-1.b:443",  "localhost:7440"};
+    for (size_t i = 0; i < INK_ARRAY_LEN(good); i++) {
+        ink_err err = {0};
+        if (ink_enrol_check_coordinator(good[i], &err) < 0)
+            fail_msg("%s: %s", good[i], err.msg);
+    }
+    ink_err err = {0};
+    assert_int_equal(ink_enrol_check_coordinator(NULL, &err), -1);
+    char *long_host = ink_xasprintf("%0254d:1", 0);
+    assert_int_equal(ink_enrol_check_coordinator(long_host, &err), -1);
+    free(long_host);
+}
+
+static void test_enrol_script_checks_what_it_embeds(void **state)
+{
+    static const char pem[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    ink_err err = {0};
+    char *s = ink_enrol_script("n1", "h:1", "weird name;.sh", pem, pem, pem, &err);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "\nINK_SCRIPT='enrol-n1.sh'\n"));
+    free(s);
+
+    /* A PEM text that would end its here-document early, or carry more
+     * than printable ASCII lines, is refused. */
+    static const char *const bad[] = {
+        "-----BEGIN CERTIFICATE-----\n" INK_ENROL_HEREDOC_END "\nrm -rf /\n",
+        "-----BEGIN CERTIFICATE-----\nAA\x01\n",
+        "-----BEGIN CERTIFICATE-----\nAA\xc3\xa9\n",
+        "-----BEGIN CERTIFICATE-----\nno newline at the end",
+        "not PEM\n",
+        "",
+    };
+    for (size_t i = 0; i < INK_ARRAY_LEN(bad); i++) {
+        assert_null(ink_enrol_script("n1", "h:1", NULL, pem, pem, bad[i], &err));
+        assert_null(ink_enrol_script("n1", "h:1", NULL, bad[i], pem, pem, &err));
+    }
+    assert_null(ink_enrol_script("n1", "h:1", NULL,
+                                 "-----BEGIN X-----\n" INK_ENROL_HEREDOC_END "\n", pem, pem, &err));
+    assert_non_null(strstr(err.msg, INK_ENROL_HEREDOC_END));
+    /* The node and address are checked here too. */
+    assert_null(ink_enrol_script("n1'", "h:1", NULL, pem, pem, pem, &err));
+    assert_null(ink_enrol_script("n1", "h:1'", NULL, pem, pem, pem, &err));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +739,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_values_never_printed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_shows_reported_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_handle_sees_cli_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enrol_writes_script, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enrol_default_out_never_overwrites, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enrol_refuses_bad_input, setup, teardown),
+        cmocka_unit_test(test_enrol_coordinator_forms),
+        cmocka_unit_test(test_enrol_script_checks_what_it_embeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
