@@ -132,6 +132,11 @@ typedef struct ink_node_info {
     bool cgroup_v2, btf, nftables, netns, seccomp;
 } ink_node_info;
 
+/* Runs `runsc --version` (5 s at most) and keeps its first line without
+ * the "runsc version " prefix; -1 with err when it cannot run, fails or
+ * does not answer (node_info.c). */
+int ink_runsc_version(const char *runsc, char *out, size_t outlen, ink_err *err);
+
 /* runsc NULL: no runsc_version (it runs a process). */
 void ink_node_info_collect(ink_node_info *info, const char *state_dir, const char *runsc);
 void ink_node_info_free(ink_node_info *info);

@@ -175,66 +175,6 @@ static void check_root(const ink_agent_config *cfg, ink_doc_result *r)
 
 /* ------------------------------------------------------------ 2 runsc */
 
-/* Runs `runsc --version` (5 s at most); its first line in out. Returns 0,
- * or -1 with err. */
-static int runsc_version(const char *runsc, char *out, size_t outlen, ink_err *err)
-{
-    out[0] = '\0';
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) < 0)
-        return ink_err_set(err, errno, "pipe");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-    char *argv[] = {(char *)runsc, "--version", NULL};
-    pid_t pid;
-    int rc = posix_spawnp(&pid, runsc, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pipefd[1]);
-    if (rc != 0) {
-        close(pipefd[0]);
-        return ink_err_set(err, rc, "cannot run %s", runsc);
-    }
-    char buf[512];
-    size_t len = 0;
-    bool timed_out = false;
-    int64_t deadline = ink_mono_ms() + 5000;
-    for (;;) {
-        int64_t left = deadline - ink_mono_ms();
-        struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
-        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
-            kill(pid, SIGKILL);
-            timed_out = true;
-            break;
-        }
-        ssize_t n = read(pipefd[0], buf + len, sizeof buf - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == sizeof buf - 1)
-            break;
-    }
-    close(pipefd[0]);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    buf[len] = '\0';
-    char *nl = strchr(buf, '\n');
-    if (nl)
-        *nl = '\0';
-    if (timed_out)
-        return ink_err_set(err, 0, "%s --version did not answer within 5 s", runsc);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return ink_err_set(err, 0, "%s --version failed (status %d)", runsc,
-                           WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-    const char *v = buf;
-    if (strncmp(v, "runsc version ", 14) == 0)
-        v += 14;
-    snprintf(out, outlen, "%s", v);
-    return 0;
-}
-
 /* The release date in a runsc version ("0.0~20221219.0",
  * "release-20221219.0"): YYYYMMDD, or 0 when there is none. */
 static long runsc_release_date(const char *v)
@@ -255,7 +195,7 @@ static void check_runsc(const ink_agent_config *cfg, ink_doc_result *r)
         "in " DOCTOR_FIX_CONF;
     char version[256];
     ink_err err = {0};
-    if (runsc_version(cfg->runsc, version, sizeof version, &err) < 0) {
+    if (ink_runsc_version(cfg->runsc, version, sizeof version, &err) < 0) {
         ink_doc_note(r, INK_DOC_FAIL, install_fix, "runsc=%s: %s", cfg->runsc, err.msg);
         return;
     }

@@ -46,13 +46,12 @@ static bool path_exists(const char *p)
     return access(p, F_OK) == 0;
 }
 
-/* Runs `runsc --version` with a 5 s limit and keeps the first line. */
-static void runsc_version(const char *runsc, char *out, size_t outlen)
+int ink_runsc_version(const char *runsc, char *out, size_t outlen, ink_err *err)
 {
     out[0] = '\0';
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0)
-        return;
+        return ink_err_set(err, errno, "pipe");
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
@@ -64,37 +63,45 @@ static void runsc_version(const char *runsc, char *out, size_t outlen)
     close(pipefd[1]);
     if (rc != 0) {
         close(pipefd[0]);
-        return;
+        return ink_err_set(err, rc, "cannot run %s", runsc);
     }
     char buf[512];
     size_t len = 0;
+    bool timed_out = false;
     int64_t deadline = ink_mono_ms() + 5000;
     for (;;) {
         int64_t left = deadline - ink_mono_ms();
         struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
         if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
             kill(pid, SIGKILL);
+            timed_out = true;
             break;
         }
-        ssize_t r = read(pipefd[0], buf + len, sizeof buf - 1 - len);
-        if (r <= 0)
+        ssize_t n = read(pipefd[0], buf + len, sizeof buf - 1 - len);
+        if (n <= 0)
             break;
-        len += (size_t)r;
+        len += (size_t)n;
         if (len == sizeof buf - 1)
             break;
     }
     close(pipefd[0]);
     int status;
-    waitpid(pid, &status, 0);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
     buf[len] = '\0';
     char *nl = strchr(buf, '\n');
     if (nl)
         *nl = '\0';
+    if (timed_out)
+        return ink_err_set(err, 0, "%s --version did not answer within 5 s", runsc);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return ink_err_set(err, 0, "%s --version failed (status %d)", runsc,
+                           WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     const char *v = buf;
     if (strncmp(v, "runsc version ", 14) == 0)
         v += 14;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        snprintf(out, outlen, "%s", v);
+    snprintf(out, outlen, "%s", v);
+    return 0;
 }
 
 /* The host ends of workload veths (ink_net_host_ifname: "ink" and 12 hex
@@ -147,7 +154,7 @@ void ink_node_info_collect(ink_node_info *info, const char *state_dir, const cha
     if (statvfs(state_dir, &vfs) == 0)
         info->disk_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
     if (runsc)
-        runsc_version(runsc, info->runsc_version, sizeof info->runsc_version);
+        ink_runsc_version(runsc, info->runsc_version, sizeof info->runsc_version, &(ink_err){0});
     struct utsname u;
     if (uname(&u) == 0)
         snprintf(info->kernel_release, sizeof info->kernel_release, "%s", u.release);
