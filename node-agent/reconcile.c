@@ -62,6 +62,9 @@ typedef enum { SLEEP_NONE, SLEEP_FROZEN, SLEEP_STOPPED } sleep_tier;
 
 /* With min_replicas 0 and no idle_timeout_s in the spec. */
 #define DEFAULT_IDLE_TIMEOUT_S 300
+/* What a sleeping workload's status says, per tier. */
+#define ASLEEP_PAUSED "idle: paused, wakes on the next request"
+#define ASLEEP_STOPPED "idle: stopped, starts on the next request"
 /* Port polls while a woken sandbox boots: the held request waits on it. */
 #define WAKE_POLL_MS 3
 #define FREEZE_TIMEOUT_MS 2000
@@ -99,7 +102,6 @@ typedef struct loop {
     int64_t waking_since_ms; /* a wake of the stopped tier in progress (its request) */
     int64_t wake_fail_until; /* after a failed wake, requests are refused at once until */
     char wake_error[400];    /* ... with this reason */
-    bool traffic_attached;   /* Ink's tc filters are on the current veth */
 } loop;
 
 Ink__V1__Assignment *ink_assignment_dup(const Ink__V1__Assignment *a)
@@ -409,7 +411,6 @@ static int prepare(loop *l, ink_err *err)
         }
         l->net_ready = true;
         l->net_fresh = true;
-        l->traffic_attached = false;
     }
     attach_traffic(l);
     /* The node resolver, and the app's own name for its address, in files
@@ -472,11 +473,6 @@ static void fold_cgroup(loop *l)
     save_persisted(l);
 }
 
-static void drop_cgroup(loop *l)
-{
-    ink_cgroup_remove(l->cgroup);
-}
-
 static void set_traffic_ifindex(loop *l, unsigned ifindex)
 {
     pthread_mutex_lock(&l->s->mu);
@@ -484,12 +480,15 @@ static void set_traffic_ifindex(loop *l, unsigned ifindex)
     pthread_mutex_unlock(&l->s->mu);
 }
 
-/* Ink's tc counters on the workload's veth (metrics/traffic.h). A veth
- * made again has a new index: the old entry's counts join the totals. */
+/* Ink's tc counters on the workload's veth (metrics/traffic.h), once per
+ * interface (its index is the counters' key; the kernel does not hand an
+ * index out again soon). A veth made again has a new index: the old
+ * entry's counts join the totals. */
 static void attach_traffic(loop *l)
 {
     ink_supervisor *s = l->s;
-    if (!s->traffic || !l->net_ready || l->traffic_attached)
+    if (!s->traffic || !l->net_ready ||
+        (l->w->traffic_ifindex && (int)l->w->traffic_ifindex == l->net.host_ifindex))
         return;
     unsigned old = l->w->traffic_ifindex, idx = 0;
     ink_err err = {0};
@@ -510,7 +509,6 @@ static void attach_traffic(loop *l)
         ink_traffic_detach(s->traffic, NULL, old, &err);
     }
     set_traffic_ifindex(l, idx);
-    l->traffic_attached = true;
 }
 
 static void detach_traffic(loop *l)
@@ -525,7 +523,6 @@ static void detach_traffic(loop *l)
         LOG_WARN("removing the workload's eBPF counters failed", "workload", l->w->id, "error",
                  err.msg);
     set_traffic_ifindex(l, 0);
-    l->traffic_attached = false;
 }
 
 /* ------------------------------------------------------------ sandbox */
@@ -582,7 +579,7 @@ static int remove_sandbox(loop *l, ink_err *err)
     fold_cgroup(l);
     if (ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
         return -1;
-    drop_cgroup(l);
+    ink_cgroup_remove(l->cgroup);
     l->sandbox_up = false;
     l->exited = false;
     return 0;
@@ -615,7 +612,7 @@ static int start_sandbox(loop *l, ink_err *err)
     if (ink_runsc_known(&s->runsc, l->w->id) &&
         ink_runsc_delete(&s->runsc, l->w->id, true, err) < 0)
         return -1;
-    drop_cgroup(l);
+    ink_cgroup_remove(l->cgroup);
     /* Every start sets the namespace up again: gVisor's netstack moved
      * eth0's address and routes into the sandbox that ended, and the next
      * one must find them on eth0 to take them over. */
@@ -625,8 +622,6 @@ static int start_sandbox(loop *l, ink_err *err)
         if (ink_workload_net_setup(s->net, l->w->id, &l->net, err) < 0)
             return ink_err_wrap(err, "network");
         l->net_ready = true;
-        if (l->net.host_ifindex != (int)l->w->traffic_ifindex)
-            l->traffic_attached = false;
         attach_traffic(l);
     }
     l->net_fresh = false;
@@ -678,7 +673,7 @@ static void handle_exit(loop *l)
     fold_cgroup(l);
     if (ink_runsc_delete(&l->s->runsc, l->w->id, true, &err) < 0)
         LOG_WARN("removing ended sandbox failed", "workload", l->w->id, "error", err.msg);
-    drop_cgroup(l);
+    ink_cgroup_remove(l->cgroup);
     l->sandbox_up = false;
     l->exited = false;
     save_persisted(l);
@@ -943,6 +938,15 @@ static int stop_asleep(loop *l, ink_err *err)
     return 0;
 }
 
+/* Going to sleep did not happen: the port serves again and the idle time
+ * starts over. */
+static void stay_awake(loop *l)
+{
+    set_asleep(l, false);
+    ink_forwarder_resume(l->s->forwarder, l->w->id);
+    l->active_ms = ink_mono_ms();
+}
+
 /* Idle long enough: new connections are held from now on, then the
  * sandbox is frozen (or stopped, with sleep_stop_after 0). A connection
  * that slipped through before the hold keeps it awake. */
@@ -953,8 +957,7 @@ static void fall_asleep(loop *l, int64_t idle_ms)
     ink_forwarder_pause(s->forwarder, l->w->id, s->cfg.wake_timeout_ms);
     ink_forward_stats fs;
     if (ink_forwarder_stats(s->forwarder, l->w->id, &fs) == 0 && fs.connections_active > 0) {
-        ink_forwarder_resume(s->forwarder, l->w->id);
-        l->active_ms = ink_mono_ms();
+        stay_awake(l);
         return;
     }
     set_asleep(l, true);
@@ -962,9 +965,7 @@ static void fall_asleep(loop *l, int64_t idle_ms)
         if (stop_asleep(l, &err) < 0) {
             LOG_WARN("cannot stop the idle workload; it stays up", "workload", l->w->id, "error",
                      err.msg);
-            set_asleep(l, false);
-            ink_forwarder_resume(s->forwarder, l->w->id);
-            l->active_ms = ink_mono_ms();
+            stay_awake(l);
             return;
         }
     } else {
@@ -972,9 +973,7 @@ static void fall_asleep(loop *l, int64_t idle_ms)
             LOG_WARN("cannot pause the idle workload; it stays up", "workload", l->w->id, "error",
                      err.msg);
             ink_cgroup_freeze(l->cgroup, false, FREEZE_TIMEOUT_MS, &err);
-            set_asleep(l, false);
-            ink_forwarder_resume(s->forwarder, l->w->id);
-            l->active_ms = ink_mono_ms();
+            stay_awake(l);
             return;
         }
         l->sleep = SLEEP_FROZEN;
@@ -986,11 +985,10 @@ static void fall_asleep(loop *l, int64_t idle_ms)
     l->p.usage.sleeps++;
     save_persisted(l);
     set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING,
-               l->sleep == SLEEP_FROZEN ? "idle: paused, wakes on the next request"
-                                        : "idle: stopped, starts on the next request");
+               l->sleep == SLEEP_FROZEN ? ASLEEP_PAUSED : ASLEEP_STOPPED);
 }
 
-static void woke(loop *l, int64_t asked_ms)
+static void woke(loop *l, sleep_tier from, int64_t asked_ms)
 {
     int64_t took = asked_ms ? ink_mono_ms() - asked_ms : 0;
     l->p.usage.wakes++;
@@ -999,7 +997,7 @@ static void woke(loop *l, int64_t asked_ms)
     l->active_ms = ink_mono_ms();
     syslog_line(l, "woken by a request in %lld ms", (long long)took);
     LOG_INFO("workload woken", "workload", l->w->id, "tier",
-             l->sleep == SLEEP_FROZEN ? "paused" : "stopped", "ms", LOG_INT(took));
+             from == SLEEP_FROZEN ? "paused" : "stopped", "ms", LOG_INT(took));
 }
 
 /* Awake again, for whatever reason (a request, a new spec, removal):
@@ -1065,7 +1063,7 @@ static bool sleep_pass(loop *l)
                 l->sleep = SLEEP_STOPPED;
             } else {
                 ink_forwarder_resume(s->forwarder, l->w->id);
-                woke(l, asked);
+                woke(l, SLEEP_FROZEN, asked);
                 leave_sleep(l);
                 return false;
             }
@@ -1084,8 +1082,7 @@ static bool sleep_pass(loop *l)
             LOG_WARN("stopping the sleeping workload failed", "workload", l->w->id, "error",
                      err.msg);
         else
-            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING,
-                       "idle: stopped, starts on the next request");
+            set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING, ASLEEP_STOPPED);
     }
     if (l->sleep == SLEEP_STOPPED && !l->published) {
         /* A restarted agent: the port is held again. */
@@ -1094,8 +1091,7 @@ static bool sleep_pass(loop *l)
                      "error", err.msg);
         ink_forwarder_pause(s->forwarder, l->w->id, s->cfg.wake_timeout_ms);
         set_asleep(l, true);
-        set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING,
-                   "idle: stopped, starts on the next request");
+        set_status(l, INK__V1__WORKLOAD_STATUS__STATE__SLEEPING, ASLEEP_STOPPED);
     }
     return true;
 }
@@ -1208,9 +1204,7 @@ static void converge(loop *l)
         if (l->waking_since_ms) {
             if (l->ready) {
                 ink_forwarder_resume(s->forwarder, l->w->id);
-                l->sleep = SLEEP_STOPPED; /* for the log line */
-                woke(l, l->waking_since_ms);
-                l->sleep = SLEEP_NONE;
+                woke(l, SLEEP_STOPPED, l->waking_since_ms);
                 l->waking_since_ms = 0;
             } else if (ink_mono_ms() - l->waking_since_ms > s->cfg.wake_timeout_ms) {
                 char why[128];

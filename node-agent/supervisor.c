@@ -81,14 +81,22 @@ static void on_accept(const char *key, void *arg)
     ink_supervisor_wake_request(arg, key);
 }
 
+/* Called with s->mu held: the first request for a sleeping workload asks
+ * its loop for a wake; later ones wait on the same wake. */
+static void ask_wake(ink_workload *w)
+{
+    if (w->asleep && !w->wake_asked_ms) {
+        w->wake_asked_ms = ink_mono_ms();
+        ink_workload_wake(w);
+    }
+}
+
 void ink_supervisor_wake_request(ink_supervisor *s, const char *id)
 {
     pthread_mutex_lock(&s->mu);
     ink_workload *w = find_live(s, id);
-    if (w && w->asleep && !w->wake_asked_ms) {
-        w->wake_asked_ms = ink_mono_ms();
-        ink_workload_wake(w);
-    }
+    if (w)
+        ask_wake(w);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -715,10 +723,7 @@ bool ink_supervisor_wake(ink_supervisor *s, const char *id)
     pthread_mutex_lock(&s->mu);
     ink_workload *w = find_live(s, id);
     if (w && !w->remove && w->asleep) {
-        if (!w->wake_asked_ms) {
-            w->wake_asked_ms = ink_mono_ms();
-            ink_workload_wake(w);
-        }
+        ask_wake(w);
         int64_t deadline = ink_mono_ms() + s->cfg.wake_timeout_ms;
         while (!s->stopping && !w->done && ink_mono_ms() < deadline &&
                (w->asleep || w->status.state != INK__V1__WORKLOAD_STATUS__STATE__RUNNING)) {
@@ -759,7 +764,7 @@ int ink_supervisor_lookup(ink_supervisor *s, const char *id, char **log_dir, boo
 /* Traffic of the host end of a workload's veth, from /proc/self/net/dev
  * (the agent's own namespace, whatever /sys shows): what that end
  * receives, the workload sent. */
-static void read_veth_counters(const char *ifname, Ink__V1__WorkloadMetrics *m)
+static void read_veth_counters(const char *ifname, ink_traffic_counters *c)
 {
     cleanup_fclose FILE *f = fopen("/proc/self/net/dev", "re");
     if (!f)
@@ -777,10 +782,10 @@ static void read_veth_counters(const char *ifname, Ink__V1__WorkloadMetrics *m)
         unsigned long long v[10];
         if (sscanf(p + len + 1, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
                    &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) == 10) {
-            m->tx_bytes = v[0];
-            m->tx_packets = v[1];
-            m->rx_bytes = v[8];
-            m->rx_packets = v[9];
+            c->tx_bytes = v[0];
+            c->tx_packets = v[1];
+            c->rx_bytes = v[8];
+            c->rx_packets = v[9];
         }
         return;
     }
@@ -788,8 +793,8 @@ static void read_veth_counters(const char *ifname, Ink__V1__WorkloadMetrics *m)
 
 /* The workload's traffic now: its eBPF counters, or its veth's
  * statistics. false when there is neither. */
-static bool read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname,
-                         ink_traffic_counters *c, bool *ebpf)
+bool ink_supervisor_read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname,
+                                 ink_traffic_counters *c, bool *ebpf)
 {
     *c = (ink_traffic_counters){0};
     *ebpf = false;
@@ -802,19 +807,8 @@ static bool read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname
     }
     if (!ifname || !ifname[0])
         return false;
-    Ink__V1__WorkloadMetrics m = INK__V1__WORKLOAD_METRICS__INIT;
-    read_veth_counters(ifname, &m);
-    c->rx_bytes = m.rx_bytes;
-    c->rx_packets = m.rx_packets;
-    c->tx_bytes = m.tx_bytes;
-    c->tx_packets = m.tx_packets;
+    read_veth_counters(ifname, c);
     return true;
-}
-
-bool ink_supervisor_read_traffic(ink_supervisor *s, unsigned ifindex, const char *ifname,
-                                 ink_traffic_counters *c, bool *ebpf)
-{
-    return read_traffic(s, ifindex, ifname, c, ebpf);
 }
 
 int ink_supervisor_metrics(ink_supervisor *s, const char *id, Ink__V1__WorkloadMetrics ***out,
@@ -879,7 +873,7 @@ int ink_supervisor_metrics(ink_supervisor *s, const char *id, Ink__V1__WorkloadM
         }
         ink_traffic_counters c;
         bool ebpf = false;
-        read_traffic(s, it->ifindex, it->ifname, &c, &ebpf);
+        ink_supervisor_read_traffic(s, it->ifindex, it->ifname, &c, &ebpf);
         m->traffic_ebpf = ebpf;
         m->rx_bytes = it->base.traffic.rx_bytes + c.rx_bytes;
         m->tx_bytes = it->base.traffic.tx_bytes + c.tx_bytes;
