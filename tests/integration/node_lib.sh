@@ -75,6 +75,11 @@ node_cleanup() {
 	# kill and reap: no "Killed" job notices
 	for p in "${PIDS[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null; done
 	PIDS=()
+	# runsc hangs on a frozen sandbox (list, kill, delete): thaw the ones
+	# a failed scale-to-zero step left paused before asking it anything.
+	for cg in /sys/fs/cgroup/freezer/ink/"${P:?}"-*; do
+		[ -f "$cg/freezer.state" ] && echo THAWED >"$cg/freezer.state"
+	done
 	if [ -d "$RUNSC_ROOT" ]; then
 		for id in $(runsc --root "$RUNSC_ROOT" list -quiet 2>/dev/null); do
 			runsc --root "$RUNSC_ROOT" kill --all "$id" KILL >/dev/null 2>&1
