@@ -36,7 +36,10 @@ run_sandbox() {
 	shift 3
 	"$GEN" "$ROOTFS" "$pids" "$script" "$@" >"$T/bundle/config.json"
 	IDS+=("$id")
-	timeout 120 runsc --root "$STATE" --network=none run --bundle "$T/bundle" "$id" 2>&1
+	# The caller checks the output; a failed run says so there (set -e
+	# would otherwise end the script at the assignment, without a word).
+	timeout 120 runsc --root "$STATE" --network=none run --bundle "$T/bundle" "$id" 2>&1 ||
+		echo "(runsc run $id: exit status $?)"
 }
 
 out=$(run_sandbox t-hello 64 'echo hello from gvisor; dmesg | head -n 1')
