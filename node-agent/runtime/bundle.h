@@ -59,7 +59,8 @@ typedef struct ink_bundle_spec {
 uint32_t ink_bundle_cpu_millis(const Ink__V1__Assignment *a);
 
 /* The host pids cgroup limit for a sandbox whose app may run app_pids
- * processes. */
+ * processes: 12 host tasks per app process (8 to 10 measured under the
+ * ptrace platform) plus 256 for the sandbox itself. */
 uint64_t ink_bundle_host_pids(uint32_t app_pids);
 
 /* Renders config.json. The caller frees *out. */

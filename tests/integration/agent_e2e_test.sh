@@ -144,7 +144,7 @@ CG=/sys/fs/cgroup/memory/ink/$WEB
 [ "$(cat "$CG/memory.limit_in_bytes")" = $((128 << 20)) ] || fail "memory limit not applied"
 [ "$(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us)" = 50000 ] ||
 	fail "CPU quota $(cat /sys/fs/cgroup/cpu/ink/"$WEB"/cpu.cfs_quota_us), want 50000 (0.5 CPU)"
-[ "$(cat /sys/fs/cgroup/pids/ink/"$WEB"/pids.max)" = $((4 * 64 + 256)) ] || fail "pids limit"
+[ "$(cat /sys/fs/cgroup/pids/ink/"$WEB"/pids.max)" = $((12 * 64 + 256)) ] || fail "pids limit"
 # Startup CPU boost: the sandbox booted with 1 CPU (config.json), lowered to
 # the app's 0.5 once its port answered.
 boot_quota=$(jq '.linux.resources.cpu.quota' "$T/agent/workloads/$WEB/bundle/config.json")
@@ -261,8 +261,8 @@ wait_until 60 "bomb started" logs_have "$BOMB" bombing
 sleep 3
 PCG=/sys/fs/cgroup/pids/ink/$BOMB
 if [ -d "$PCG" ]; then
-	[ "$(cat "$PCG/pids.max")" = $((4 * 16 + 256)) ] || fail "bomb pids.max"
-	[ "$(cat "$PCG/pids.current")" -le $((4 * 16 + 256)) ] || fail "pids above the limit"
+	[ "$(cat "$PCG/pids.max")" = $((12 * 16 + 256)) ] || fail "bomb pids.max"
+	[ "$(cat "$PCG/pids.current")" -le $((12 * 16 + 256)) ] || fail "pids above the limit"
 fi
 http http://127.0.0.1:18080/ | has 'ink test image' || fail "web hurt by the fork bomb"
 [ "$(call exec "$WEB" 10 "" -- /bin/echo alive 2>"$T/exec.err")" = alive ] || fail "node cannot exec after the fork bomb: $(cat "$T/exec.err")"

@@ -102,7 +102,7 @@ runsc --root "$STATE" --network=none run --detach --bundle "$T/bundle" "$P-bomb"
 CG=/sys/fs/cgroup/pids/$P-bomb
 [ -d "$CG" ] || CG=/sys/fs/cgroup/$P-bomb
 pids_max=$(cat "$CG/pids.max")
-[ "$pids_max" = "$((4 * 16 + 256))" ] || fail "pids.max is '$pids_max', expected $((4 * 16 + 256))"
+[ "$pids_max" = "$((12 * 16 + 256))" ] || fail "pids.max is '$pids_max', expected $((12 * 16 + 256))"
 bomb_contained() {
 	grep -q "can't fork" "$T/bomb.log" ||
 		! runsc --root "$STATE" state "$P-bomb" 2>/dev/null | has '"status": "running"'

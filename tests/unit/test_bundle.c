@@ -210,7 +210,7 @@ static void test_app_overrides(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(res, "memory"), "limit")),
                      64 << 20);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(res, "pids"), "limit")),
-                     4 * 32 + 256);
+                     12 * 32 + 256);
     json_t *ns = json_object_get(json_object_get(cfg, "linux"), "namespaces");
     assert_null(json_object_get(json_array_get(ns, json_array_size(ns) - 1), "path"));
     /* args alone replace only the image cmd */
